@@ -1,0 +1,145 @@
+//! Integration categories and the hubs that define their adapter contracts
+//! (SPEC-045 "Integration Categories").
+//!
+//! A *category* is what an operator filters the marketplace by; a *hub* is the
+//! contract a spoke implements. Today every category has exactly one hub, but a
+//! manifest names both so that a category can grow a second hub later without
+//! changing the manifest format.
+
+use serde::{Deserialize, Serialize};
+
+/// What kind of external system an integration connects to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Category {
+    Payment,
+    Shipping,
+    Communication,
+    Notification,
+    Storage,
+    DataSync,
+    Webhook,
+}
+
+impl Category {
+    /// Every category, in the order the marketplace shows them.
+    pub const ALL: [Category; 7] = [
+        Category::Payment,
+        Category::Shipping,
+        Category::Communication,
+        Category::Notification,
+        Category::Storage,
+        Category::DataSync,
+        Category::Webhook,
+    ];
+
+    /// The identifier used in manifests, URLs and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::Payment => "payment",
+            Category::Shipping => "shipping",
+            Category::Communication => "communication",
+            Category::Notification => "notification",
+            Category::Storage => "storage",
+            Category::DataSync => "data_sync",
+            Category::Webhook => "webhook",
+        }
+    }
+
+    /// A human label for the admin panel.
+    pub fn label(self) -> &'static str {
+        match self {
+            Category::Payment => "Payment",
+            Category::Shipping => "Shipping",
+            Category::Communication => "Communication",
+            Category::Notification => "Notification",
+            Category::Storage => "Storage",
+            Category::DataSync => "Data Sync",
+            Category::Webhook => "Webhook",
+        }
+    }
+
+    /// The hubs whose spokes may belong to this category.
+    pub fn hubs(self) -> &'static [Hub] {
+        match self {
+            Category::Payment => &[Hub::PaymentGateways],
+            Category::Shipping => &[Hub::ShippingCarriers],
+            Category::Communication => &[Hub::CommunicationChannels],
+            Category::Notification => &[Hub::NotificationProviders],
+            Category::Storage => &[Hub::StorageProviders],
+            Category::DataSync => &[Hub::DataSync],
+            Category::Webhook => &[Hub::WebhookEndpoints],
+        }
+    }
+
+    /// Parses the identifier form (`data_sync`), as used in query strings.
+    pub fn parse(s: &str) -> Option<Category> {
+        Category::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for Category {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A hub: the named adapter contract that spokes of a category implement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Hub {
+    PaymentGateways,
+    ShippingCarriers,
+    CommunicationChannels,
+    NotificationProviders,
+    StorageProviders,
+    DataSync,
+    WebhookEndpoints,
+}
+
+impl Hub {
+    /// The identifier used in manifests and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Hub::PaymentGateways => "payment_gateways",
+            Hub::ShippingCarriers => "shipping_carriers",
+            Hub::CommunicationChannels => "communication_channels",
+            Hub::NotificationProviders => "notification_providers",
+            Hub::StorageProviders => "storage_providers",
+            Hub::DataSync => "data_sync",
+            Hub::WebhookEndpoints => "webhook_endpoints",
+        }
+    }
+}
+
+impl std::fmt::Display for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_category_round_trips_through_its_identifier() {
+        for c in Category::ALL {
+            assert_eq!(Category::parse(c.as_str()), Some(c));
+            assert!(!c.hubs().is_empty(), "{c} has no hub");
+        }
+        assert_eq!(Category::parse("Payment"), None);
+    }
+
+    #[test]
+    fn each_hub_belongs_to_exactly_one_category() {
+        let hubs: Vec<Hub> = Category::ALL
+            .iter()
+            .flat_map(|c| c.hubs().iter().copied())
+            .collect();
+        let mut unique = hubs.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(hubs.len(), unique.len());
+    }
+}

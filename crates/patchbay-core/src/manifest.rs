@@ -1,0 +1,535 @@
+//! The connector manifest, `patchbay.toml` — the Rust counterpart of the
+//! `integration.ts` convention file of SPEC-045a §1.
+//!
+//! A manifest holds either one standalone integration:
+//!
+//! ```toml
+//! [integration]
+//! id = "gateway_stripe"
+//! title = "Stripe"
+//! # …
+//! ```
+//!
+//! or one bundle and its member integrations, which share the bundle's
+//! credentials (SPEC-045a §1.2):
+//!
+//! ```toml
+//! [bundle]
+//! id = "sync_medusa"
+//! # …
+//! [[integrations]]
+//! id = "sync_medusa_products"
+//! bundle_id = "sync_medusa"   # optional inside the bundle's own file
+//! # …
+//! ```
+//!
+//! Every table refuses unknown keys, so a typo is an error, not a silently
+//! ignored setting. Keys are `snake_case` in TOML; the same types serialize as
+//! `camelCase` JSON, which is the catalog's wire format in the REST API.
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::category::{Category, Hub};
+use crate::credentials::CredentialSchema;
+use crate::registry::CatalogError;
+use crate::text;
+use crate::version::ApiVersion;
+
+/// One integration: a spoke of a hub that a tenant can enable and configure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all(serialize = "camelCase"))]
+pub struct Integration {
+    pub id: String,
+    pub title: String,
+    pub description: String,
+    pub category: Category,
+    pub hub: Hub,
+    pub provider_key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icon: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docs_url: Option<String>,
+    /// The package that ships the connector; bundle members inherit the bundle's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package: Option<String>,
+    /// The package version (semantic versioning); bundle members inherit the bundle's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub license: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub credentials: CredentialSchema,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle_id: Option<String>,
+    /// Empty for an unversioned integration (no version picker is shown).
+    #[serde(default)]
+    pub api_versions: Vec<ApiVersion>,
+    pub capabilities: Capabilities,
+    /// The hosts the connector may call; everything else is refused by the runtime.
+    #[serde(default)]
+    pub network_hosts: Vec<HostRule>,
+}
+
+/// A bundle: one package contributing several integrations that share one set
+/// of credentials (SPEC-045a §1.2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all(serialize = "camelCase"))]
+pub struct Bundle {
+    pub id: String,
+    pub title: String,
+    pub description: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icon: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docs_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub license: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Shared credentials: one form configures every member.
+    #[serde(default)]
+    pub credentials: CredentialSchema,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
+}
+
+/// How an integration's health is checked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all(serialize = "camelCase"))]
+pub struct HealthCheck {
+    /// The name of the check the connector implements.
+    pub service: String,
+    /// Seconds before the check is abandoned (SPEC-045: 10 s unless set; 1-60).
+    #[serde(default = "HealthCheck::default_timeout")]
+    pub timeout_secs: u32,
+}
+
+impl HealthCheck {
+    fn default_timeout() -> u32 {
+        10
+    }
+}
+
+/// Which way data flows between Patchbay and the provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    Inbound,
+    Outbound,
+    Bidirectional,
+}
+
+/// What an integration can do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all(serialize = "camelCase"))]
+pub struct Capabilities {
+    pub direction: Direction,
+    /// Data-sync streams the connector can `read`/`write` (e.g. `products`).
+    #[serde(default)]
+    pub streams: Vec<String>,
+    /// Action keys the connector can `invoke` (e.g. `create_session`).
+    #[serde(default)]
+    pub actions: Vec<String>,
+    /// Inbound webhooks the connector accepts, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhooks: Option<Webhooks>,
+}
+
+/// Inbound webhook support.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all(serialize = "camelCase"))]
+pub struct Webhooks {
+    pub scheme: WebhookScheme,
+    /// Provider event types the connector understands (informational).
+    #[serde(default)]
+    pub events: Vec<String>,
+}
+
+/// How inbound webhook requests are authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookScheme {
+    /// Standard Webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature`).
+    StandardWebhooks,
+    /// Stripe's `Stripe-Signature: t=…,v1=…`.
+    Stripe,
+    /// GitHub's `X-Hub-Signature-256`.
+    Github,
+    /// Shopify's `X-Shopify-Hmac-Sha256`.
+    Shopify,
+    /// A shared secret in a request header.
+    SharedSecret,
+    /// The connector verifies requests itself (`verify_webhook`).
+    Connector,
+}
+
+/// A host a connector may call.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum HostRule {
+    /// Exactly this host (`api.stripe.com`), on any port or on the given one.
+    Exact { host: String, port: Option<u16> },
+    /// Any host under this domain (`*.amazonaws.com` matches `s3.amazonaws.com`).
+    Suffix { domain: String, port: Option<u16> },
+    /// The host of the URL the tenant entered in this credential field
+    /// (`{medusaApiUrl}`), for providers that live at a tenant-chosen address.
+    FromField(String),
+}
+
+impl HostRule {
+    /// Parses `host`, `host:port`, `*.domain`, `*.domain:port` or `{field_key}`.
+    pub fn parse(s: &str) -> Result<HostRule, String> {
+        if let Some(inner) = s.strip_prefix('{').and_then(|r| r.strip_suffix('}')) {
+            text::check_field_key(inner)?;
+            return Ok(HostRule::FromField(inner.to_owned()));
+        }
+        let (name, port) = match s.rsplit_once(':') {
+            Some((h, p)) => match p.parse::<u16>() {
+                Ok(n) if n > 0 && p.bytes().all(|b| b.is_ascii_digit()) => (h, Some(n)),
+                _ => return Err(format!("`{s}` has an invalid port")),
+            },
+            None => (s, None),
+        };
+        let lower = name.to_ascii_lowercase();
+        if lower != name {
+            return Err(format!("`{s}` must be written in lowercase"));
+        }
+        if let Some(domain) = name.strip_prefix("*.") {
+            text::check_host_name(domain)?;
+            if !domain.contains('.') {
+                return Err(format!(
+                    "`{s}` is too broad: a wildcard needs a domain with at least two labels"
+                ));
+            }
+            return Ok(HostRule::Suffix {
+                domain: domain.to_owned(),
+                port,
+            });
+        }
+        text::check_host_name(name)?;
+        Ok(HostRule::Exact {
+            host: name.to_owned(),
+            port,
+        })
+    }
+}
+
+impl std::fmt::Display for HostRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let port = |p: &Option<u16>| p.map(|p| format!(":{p}")).unwrap_or_default();
+        match self {
+            HostRule::Exact { host, port: p } => write!(f, "{host}{}", port(p)),
+            HostRule::Suffix { domain, port: p } => write!(f, "*.{domain}{}", port(p)),
+            HostRule::FromField(k) => write!(f, "{{{k}}}"),
+        }
+    }
+}
+
+impl Serialize for HostRule {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for HostRule {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        HostRule::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The raw shape of a `patchbay.toml` file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ManifestFile {
+    integration: Option<Integration>,
+    bundle: Option<Bundle>,
+    #[serde(default)]
+    integrations: Vec<Integration>,
+}
+
+/// What one manifest file contributes to the catalog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Manifest {
+    pub bundle: Option<Bundle>,
+    /// Each integration with the field path prefix it was declared under
+    /// (`integration` or `integrations[2]`), for error messages.
+    pub integrations: Vec<(String, Integration)>,
+}
+
+impl Manifest {
+    /// Parses and checks one manifest on its own. Rules that need the whole
+    /// catalog (unique ids, known bundles) are checked by the registry.
+    pub fn parse(file: &str, source: &str) -> Result<Manifest, Vec<CatalogError>> {
+        let raw: ManifestFile = match serde_path_to_error::deserialize(
+            toml::de::Deserializer::parse(source)
+                .map_err(|e| vec![syntax_error(file, source, &e)])?,
+        ) {
+            Ok(raw) => raw,
+            Err(e) => return Err(vec![field_error(file, source, &e)]),
+        };
+        let mut errors = Vec::new();
+        let err = |errors: &mut Vec<CatalogError>, field: String, message: String| {
+            errors.push(CatalogError {
+                file: file.to_owned(),
+                field,
+                line: None,
+                message,
+            });
+        };
+        let manifest = match raw {
+            ManifestFile {
+                integration: Some(i),
+                bundle: None,
+                integrations,
+            } if integrations.is_empty() => Manifest {
+                bundle: None,
+                integrations: vec![("integration".to_owned(), i)],
+            },
+            ManifestFile {
+                integration: None,
+                bundle: Some(b),
+                integrations,
+            } => {
+                if integrations.is_empty() {
+                    err(
+                        &mut errors,
+                        "integrations".to_owned(),
+                        format!("bundle `{}` declares no [[integrations]]", b.id),
+                    );
+                }
+                let integrations = integrations
+                    .into_iter()
+                    .enumerate()
+                    .map(|(n, mut i)| {
+                        // Inside the bundle's own file, members belong to it unless they say otherwise.
+                        i.bundle_id.get_or_insert_with(|| b.id.clone());
+                        (format!("integrations[{n}]"), i)
+                    })
+                    .collect();
+                Manifest {
+                    bundle: Some(b),
+                    integrations,
+                }
+            }
+            ManifestFile {
+                integration: None,
+                bundle: None,
+                integrations,
+            } if integrations.is_empty() => {
+                err(&mut errors, "(file)".to_owned(), "declares nothing: expected an [integration] table, or a [bundle] table with [[integrations]]".to_owned());
+                return Err(errors);
+            }
+            _ => {
+                err(&mut errors, "(file)".to_owned(), "declares either one [integration] table, or a [bundle] table with [[integrations]], not a mix".to_owned());
+                return Err(errors);
+            }
+        };
+        if let Some(b) = &manifest.bundle {
+            for (field, message) in check_bundle(b) {
+                err(&mut errors, format!("bundle.{field}"), message);
+            }
+        }
+        for (at, i) in &manifest.integrations {
+            for (field, message) in check_integration(i) {
+                err(&mut errors, format!("{at}.{field}"), message);
+            }
+        }
+        if errors.is_empty() {
+            Ok(manifest)
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+fn line_of(source: &str, span: Option<std::ops::Range<usize>>) -> Option<u32> {
+    let start = span?.start.min(source.len());
+    u32::try_from(source[..start].bytes().filter(|&b| b == b'\n').count() + 1).ok()
+}
+
+fn syntax_error(file: &str, source: &str, e: &toml::de::Error) -> CatalogError {
+    CatalogError {
+        file: file.to_owned(),
+        field: "(syntax)".to_owned(),
+        line: line_of(source, e.span()),
+        message: e.message().trim().to_owned(),
+    }
+}
+
+fn field_error(
+    file: &str,
+    source: &str,
+    e: &serde_path_to_error::Error<toml::de::Error>,
+) -> CatalogError {
+    let path = e.path().to_string();
+    CatalogError {
+        file: file.to_owned(),
+        field: if path == "." {
+            "(file)".to_owned()
+        } else {
+            path
+        },
+        line: line_of(source, e.inner().span()),
+        message: e.inner().message().trim().to_owned(),
+    }
+}
+
+fn check_common(
+    id: &str,
+    title: &str,
+    docs_url: Option<&String>,
+    version: Option<&String>,
+    tags: &[String],
+    credentials: &CredentialSchema,
+    health_check: Option<&HealthCheck>,
+) -> Vec<(String, String)> {
+    let mut p = Vec::new();
+    if let Err(e) = text::check_id(id) {
+        p.push(("id".to_owned(), e));
+    }
+    if title.trim().is_empty() {
+        p.push(("title".to_owned(), "must not be empty".to_owned()));
+    }
+    if let Some(u) = docs_url
+        && let Err(e) = text::parse_http_url(u)
+    {
+        p.push(("docs_url".to_owned(), e));
+    }
+    if let Some(v) = version
+        && let Err(e) = semver::Version::parse(v)
+    {
+        p.push((
+            "version".to_owned(),
+            format!("`{v}` is not a semantic version (like 1.2.3): {e}"),
+        ));
+    }
+    for (n, t) in tags.iter().enumerate() {
+        if t.trim().is_empty() || t.len() > 40 {
+            p.push((
+                format!("tags[{n}]"),
+                "tags must be 1-40 characters".to_owned(),
+            ));
+        }
+    }
+    p.extend(
+        credentials
+            .check()
+            .into_iter()
+            .map(|(f, m)| (format!("credentials.{f}"), m)),
+    );
+    if let Some(h) = health_check {
+        if h.service.trim().is_empty() {
+            p.push((
+                "health_check.service".to_owned(),
+                "must not be empty".to_owned(),
+            ));
+        }
+        if !(1..=60).contains(&h.timeout_secs) {
+            p.push((
+                "health_check.timeout_secs".to_owned(),
+                format!("{} is outside 1-60 seconds", h.timeout_secs),
+            ));
+        }
+    }
+    p
+}
+
+fn check_bundle(b: &Bundle) -> Vec<(String, String)> {
+    check_common(
+        &b.id,
+        &b.title,
+        b.docs_url.as_ref(),
+        b.version.as_ref(),
+        &b.tags,
+        &b.credentials,
+        b.health_check.as_ref(),
+    )
+}
+
+fn check_integration(i: &Integration) -> Vec<(String, String)> {
+    let mut p = check_common(
+        &i.id,
+        &i.title,
+        i.docs_url.as_ref(),
+        i.version.as_ref(),
+        &i.tags,
+        &i.credentials,
+        i.health_check.as_ref(),
+    );
+    if !i.category.hubs().contains(&i.hub) {
+        let allowed: Vec<&str> = i.category.hubs().iter().map(|h| h.as_str()).collect();
+        p.push((
+            "hub".to_owned(),
+            format!(
+                "hub `{}` does not belong to category `{}` (expected {})",
+                i.hub,
+                i.category,
+                allowed.join(" or ")
+            ),
+        ));
+    }
+    if let Err(e) = text::check_id(&i.provider_key) {
+        p.push(("provider_key".to_owned(), e));
+    }
+    p.extend(crate::version::check(&i.api_versions));
+    for (list, name) in [
+        (&i.capabilities.streams, "streams"),
+        (&i.capabilities.actions, "actions"),
+    ] {
+        let mut seen = std::collections::HashSet::new();
+        for (n, key) in list.iter().enumerate() {
+            if let Err(e) = text::check_id(key) {
+                p.push((format!("capabilities.{name}[{n}]"), e));
+            } else if !seen.insert(key) {
+                p.push((
+                    format!("capabilities.{name}[{n}]"),
+                    format!("duplicate entry `{key}`"),
+                ));
+            }
+        }
+    }
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_rules_parse_and_print() {
+        for s in [
+            "api.stripe.com",
+            "api.stripe.com:8443",
+            "*.amazonaws.com",
+            "{medusaApiUrl}",
+            "127.0.0.1:5432",
+        ] {
+            assert_eq!(HostRule::parse(s).unwrap().to_string(), s);
+        }
+        for bad in [
+            "",
+            "*.com",
+            "API.example.com",
+            "x.com:0",
+            "x.com:http",
+            "{}",
+            "{bad-key}",
+            "a..b",
+            "http://x.com",
+        ] {
+            assert!(HostRule::parse(bad).is_err(), "{bad} should be refused");
+        }
+    }
+}
