@@ -17,7 +17,10 @@ pub mod credentials;
 pub mod date;
 pub mod manifest;
 pub mod registry;
+pub mod scope;
+pub mod state;
 pub mod text;
+pub mod time;
 pub mod version;
 
 pub use category::{Category, Hub};
@@ -26,4 +29,7 @@ pub use manifest::{
     Webhooks,
 };
 pub use registry::{CatalogError, CatalogErrors, CatalogQuery, Entry, ManifestSource, Registry};
+pub use scope::{OrganizationId, Scope, TenantId};
+pub use state::{IntegrationStatus, LogLevel};
+pub use time::Timestamp;
 pub use version::{ApiVersion, VersionError, VersionStatus};

@@ -1,0 +1,114 @@
+-- Foundation tables: tenancy, API tokens, credentials, integration states,
+-- operation logs, the event outbox and the audit trail.
+-- Timestamps are INTEGER microseconds since the Unix epoch (UTC).
+-- Every tenant-owned row carries tenant_id and organization_id.
+
+CREATE TABLE tenants (
+    id          TEXT PRIMARY KEY,
+    slug        TEXT NOT NULL UNIQUE,
+    name        TEXT NOT NULL,
+    created_at  INTEGER NOT NULL
+);
+
+CREATE TABLE organizations (
+    id          TEXT PRIMARY KEY,
+    tenant_id   TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    slug        TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    UNIQUE (tenant_id, slug),
+    UNIQUE (tenant_id, id)
+);
+
+CREATE TABLE api_tokens (
+    id              TEXT PRIMARY KEY,
+    name            TEXT NOT NULL,
+    token_hash      BLOB NOT NULL UNIQUE,
+    prefix          TEXT NOT NULL,
+    tenant_id       TEXT REFERENCES tenants(id) ON DELETE CASCADE,
+    organization_id TEXT,
+    features        TEXT NOT NULL,
+    created_by      TEXT,
+    created_at      INTEGER NOT NULL,
+    expires_at      INTEGER,
+    last_used_at    INTEGER,
+    revoked_at      INTEGER,
+    FOREIGN KEY (tenant_id, organization_id) REFERENCES organizations(tenant_id, id) ON DELETE CASCADE,
+    CHECK ((tenant_id IS NULL) = (organization_id IS NULL))
+);
+
+CREATE TABLE integration_credentials (
+    tenant_id       TEXT NOT NULL,
+    organization_id TEXT NOT NULL,
+    integration_id  TEXT NOT NULL,
+    key_id          TEXT NOT NULL UNIQUE,
+    key_version     INTEGER NOT NULL,
+    nonce           BLOB NOT NULL,
+    ciphertext      BLOB NOT NULL,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL,
+    last_used_at    INTEGER,
+    PRIMARY KEY (tenant_id, organization_id, integration_id),
+    FOREIGN KEY (tenant_id, organization_id) REFERENCES organizations(tenant_id, id) ON DELETE CASCADE
+);
+
+CREATE TABLE integration_states (
+    tenant_id           TEXT NOT NULL,
+    organization_id     TEXT NOT NULL,
+    integration_id      TEXT NOT NULL,
+    status              TEXT NOT NULL CHECK (status IN ('draft', 'enabled', 'disabled', 'revoked')),
+    api_version         TEXT,
+    enabled_at          INTEGER,
+    enabled_by          TEXT,
+    last_health         TEXT,
+    last_health_at      INTEGER,
+    updated_at          INTEGER NOT NULL,
+    version             INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, organization_id, integration_id),
+    FOREIGN KEY (tenant_id, organization_id) REFERENCES organizations(tenant_id, id) ON DELETE CASCADE
+);
+
+CREATE TABLE integration_logs (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant_id       TEXT NOT NULL,
+    organization_id TEXT NOT NULL,
+    integration_id  TEXT NOT NULL,
+    level           TEXT NOT NULL CHECK (level IN ('debug', 'info', 'warning', 'error')),
+    operation       TEXT NOT NULL,
+    message         TEXT NOT NULL,
+    details         TEXT,
+    correlation_id  TEXT,
+    entity_type     TEXT,
+    entity_id       TEXT,
+    duration_ms     INTEGER,
+    created_at      INTEGER NOT NULL
+);
+CREATE INDEX integration_logs_by_integration ON integration_logs (tenant_id, organization_id, integration_id, id);
+CREATE INDEX integration_logs_by_correlation ON integration_logs (tenant_id, correlation_id);
+CREATE INDEX integration_logs_by_age ON integration_logs (tenant_id, created_at);
+
+CREATE TABLE events (
+    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+    id              TEXT NOT NULL UNIQUE,
+    tenant_id       TEXT NOT NULL,
+    organization_id TEXT NOT NULL,
+    event_type      TEXT NOT NULL,
+    integration_id  TEXT,
+    payload         TEXT NOT NULL,
+    created_at      INTEGER NOT NULL
+);
+CREATE INDEX events_by_scope ON events (tenant_id, organization_id, seq);
+
+CREATE TABLE audit_records (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant_id       TEXT,
+    organization_id TEXT,
+    actor           TEXT NOT NULL,
+    action          TEXT NOT NULL,
+    target          TEXT,
+    outcome         TEXT NOT NULL,
+    details         TEXT,
+    correlation_id  TEXT,
+    created_at      INTEGER NOT NULL
+);
+CREATE INDEX audit_records_by_tenant ON audit_records (tenant_id, id);

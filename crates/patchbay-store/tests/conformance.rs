@@ -1,0 +1,943 @@
+//! The store conformance suite: one behaviour story, run against SQLite and
+//! against PostgreSQL (a throwaway cluster started by `patchbay-testkit`).
+//! Every backend must pass every test here, unchanged.
+
+// Short names (s = store, a/b = tenant scopes, f = fixture) keep the story readable.
+#![allow(clippy::many_single_char_names)]
+
+use std::sync::Arc;
+
+use patchbay_core::{IntegrationStatus, LogLevel, OrganizationId, Scope, TenantId, Timestamp};
+use patchbay_store::*;
+
+/// A store plus whatever keeps its database alive for the test.
+struct Fixture {
+    store: Arc<dyn Store>,
+    config: DatabaseConfig,
+    _dir: Option<tempfile::TempDir>,
+}
+
+async fn sqlite() -> Option<Fixture> {
+    let dir = tempfile::tempdir().unwrap();
+    let config = DatabaseConfig::from_settings(dir.path(), None).unwrap();
+    Some(Fixture {
+        store: connect(&config).await.unwrap(),
+        config,
+        _dir: Some(dir),
+    })
+}
+
+async fn postgres() -> Option<Fixture> {
+    let cluster = patchbay_testkit::postgres()?;
+    let config = DatabaseConfig::Postgres {
+        url: cluster.fresh_database(),
+    };
+    Some(Fixture {
+        store: connect(&config).await.unwrap(),
+        config,
+        _dir: None,
+    })
+}
+
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let f = super::sqlite().await.unwrap();
+                super::$name(f).await;
+            })*
+        }
+        mod on_postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let Some(f) = super::postgres().await else { return };
+                super::$name(f).await;
+            })*
+        }
+    };
+}
+
+conformance!(
+    migrations_are_applied_once_and_reported_ready,
+    a_database_from_a_newer_release_is_refused,
+    tenants_and_organizations,
+    api_tokens_are_found_by_hash_and_revoked_within_scope,
+    credentials_upsert_fall_through_in_order_and_hard_delete,
+    state_writes_are_optimistic,
+    apply_is_all_or_nothing,
+    logs_are_batched_filtered_paginated_and_pruned,
+    events_are_ordered_and_scoped,
+    audit_records_are_readable_per_tenant_and_platform_wide,
+    concurrent_writers_all_succeed,
+    rows_of_unknown_organizations_are_refused,
+);
+
+fn t(us: i64) -> Timestamp {
+    Timestamp::from_micros(1_800_000_000_000_000 + us)
+}
+
+/// Creates tenant `slug` with organization `main`; returns its scope.
+async fn tenant(store: &dyn Store, slug: &str) -> Scope {
+    let scope = Scope::new(format!("ten_{slug}"), format!("org_{slug}"));
+    store
+        .apply(vec![
+            Change::CreateTenant(Tenant {
+                id: scope.tenant_id.clone(),
+                slug: slug.into(),
+                name: slug.to_uppercase(),
+                created_at: t(0),
+            }),
+            Change::CreateOrganization(Organization {
+                id: scope.organization_id.clone(),
+                tenant_id: scope.tenant_id.clone(),
+                slug: "main".into(),
+                name: "Main".into(),
+                created_at: t(1),
+            }),
+        ])
+        .await
+        .unwrap();
+    scope
+}
+
+async fn migrations_are_applied_once_and_reported_ready(f: Fixture) {
+    let r = f.store.readiness().await.unwrap();
+    assert!(r.is_ready(), "{r:?}");
+    assert!(r.expected_migration >= 1);
+    let backend = f.store.backend();
+    f.store.close().await;
+    drop(f.store);
+    // Opening again finds nothing to do and keeps the data.
+    let again = connect(&f.config).await.unwrap();
+    assert_eq!(again.backend(), backend);
+    assert!(again.readiness().await.unwrap().is_ready());
+}
+
+async fn a_database_from_a_newer_release_is_refused(f: Fixture) {
+    f.store.close().await;
+    drop(f.store);
+    let sql = "INSERT INTO patchbay_migrations (version, name, checksum, applied_at) VALUES (9999, 'future', 'x', 0)";
+    match &f.config {
+        DatabaseConfig::Sqlite { path } => {
+            let mut c = <sqlx::SqliteConnection as sqlx::Connection>::connect(&format!(
+                "sqlite://{}",
+                path.display()
+            ))
+            .await
+            .unwrap();
+            sqlx::query(sql).execute(&mut c).await.unwrap();
+        }
+        DatabaseConfig::Postgres { url } => {
+            let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(url)
+                .await
+                .unwrap();
+            sqlx::query(sql).execute(&mut c).await.unwrap();
+        }
+    }
+    let err = connect(&f.config).await.unwrap_err();
+    assert!(matches!(err, StoreError::Schema(_)), "{err}");
+    assert!(err.to_string().contains("newer release"), "{err}");
+}
+
+async fn tenants_and_organizations(f: Fixture) {
+    let s = &*f.store;
+    let a = tenant(s, "acme").await;
+    let b = tenant(s, "globex").await;
+    let got = s.get_tenant(&a.tenant_id).await.unwrap().unwrap();
+    assert_eq!(
+        (got.slug.as_str(), got.name.as_str(), got.created_at),
+        ("acme", "ACME", t(0))
+    );
+    assert!(
+        s.get_tenant(&TenantId::new("nope"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let slugs: Vec<String> = s
+        .list_tenants()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.slug)
+        .collect();
+    assert_eq!(slugs, ["acme", "globex"]);
+
+    let dup = s
+        .apply(vec![Change::CreateTenant(Tenant {
+            id: TenantId::new("other"),
+            slug: "acme".into(),
+            name: "x".into(),
+            created_at: t(0),
+        })])
+        .await;
+    assert!(
+        matches!(&dup, Err(StoreError::Conflict(m)) if m.contains("slug `acme`")),
+        "{dup:?}"
+    );
+
+    let orgs = s.list_organizations(&a.tenant_id).await.unwrap();
+    assert_eq!(orgs.len(), 1);
+    assert_eq!(orgs[0].id, a.organization_id);
+    // An organization is only found under its own tenant.
+    assert!(
+        s.get_organization(&a.tenant_id, &a.organization_id)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        s.get_organization(&b.tenant_id, &a.organization_id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let orphan = s
+        .apply(vec![Change::CreateOrganization(Organization {
+            id: OrganizationId::new("o"),
+            tenant_id: TenantId::new("missing"),
+            slug: "x".into(),
+            name: "x".into(),
+            created_at: t(0),
+        })])
+        .await;
+    assert!(matches!(orphan, Err(StoreError::NotFound(_))), "{orphan:?}");
+}
+
+fn token(id: &str, hash: u8, scope: TokenScope) -> ApiTokenRecord {
+    ApiTokenRecord {
+        id: id.into(),
+        name: format!("token {id}"),
+        token_hash: vec![hash; 32],
+        prefix: format!("pb_{id}"),
+        scope,
+        features: vec!["integrations.view".into(), "integrations.manage".into()],
+        created_by: Some("system".into()),
+        created_at: t(10),
+        expires_at: Some(t(1_000_000)),
+        last_used_at: None,
+        revoked_at: None,
+    }
+}
+
+async fn api_tokens_are_found_by_hash_and_revoked_within_scope(f: Fixture) {
+    let s = &*f.store;
+    let a = tenant(s, "acme").await;
+    let b = tenant(s, "globex").await;
+    let admin = token("adm", 1, TokenScope::Platform);
+    let ta = token("ta", 2, TokenScope::Tenant(a.clone()));
+    let tb = token("tb", 3, TokenScope::Tenant(b.clone()));
+    s.apply(vec![
+        Change::InsertApiToken(admin.clone()),
+        Change::InsertApiToken(ta.clone()),
+        Change::InsertApiToken(tb.clone()),
+    ])
+    .await
+    .unwrap();
+
+    assert_eq!(s.find_api_token(&[1; 32]).await.unwrap().unwrap(), admin);
+    assert_eq!(s.find_api_token(&[2; 32]).await.unwrap().unwrap(), ta);
+    assert!(s.find_api_token(&[9; 32]).await.unwrap().is_none());
+    assert_eq!(
+        s.list_api_tokens(Some(&a.tenant_id)).await.unwrap(),
+        vec![ta.clone()]
+    );
+    assert_eq!(s.list_api_tokens(None).await.unwrap().len(), 3);
+
+    let dup = s
+        .apply(vec![Change::InsertApiToken(token(
+            "x",
+            2,
+            TokenScope::Platform,
+        ))])
+        .await;
+    assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
+
+    // Tenant A cannot revoke tenant B's token, even knowing its id.
+    let cross = s
+        .apply(vec![Change::RevokeApiToken {
+            id: "tb".into(),
+            scope: Some(a.clone()),
+            at: t(20),
+        }])
+        .await;
+    assert!(matches!(cross, Err(StoreError::NotFound(_))), "{cross:?}");
+    assert!(
+        s.find_api_token(&[3; 32])
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_none()
+    );
+    s.apply(vec![Change::RevokeApiToken {
+        id: "tb".into(),
+        scope: Some(b.clone()),
+        at: t(20),
+    }])
+    .await
+    .unwrap();
+    assert_eq!(
+        s.find_api_token(&[3; 32])
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at,
+        Some(t(20))
+    );
+    let twice = s
+        .apply(vec![Change::RevokeApiToken {
+            id: "tb".into(),
+            scope: None,
+            at: t(21),
+        }])
+        .await;
+    assert!(matches!(twice, Err(StoreError::NotFound(_))), "{twice:?}");
+
+    s.touch_api_token("ta", t(30)).await.unwrap();
+    assert_eq!(
+        s.find_api_token(&[2; 32])
+            .await
+            .unwrap()
+            .unwrap()
+            .last_used_at,
+        Some(t(30))
+    );
+}
+
+fn cred(scope: &Scope, integration: &str, key_id: &str, byte: u8) -> CredentialRecord {
+    CredentialRecord {
+        scope: scope.clone(),
+        integration_id: integration.into(),
+        key_id: key_id.into(),
+        key_version: 1,
+        nonce: vec![byte; 12],
+        ciphertext: vec![byte; 48],
+        created_at: t(5),
+        updated_at: t(5),
+        last_used_at: None,
+    }
+}
+
+async fn credentials_upsert_fall_through_in_order_and_hard_delete(f: Fixture) {
+    let s = &*f.store;
+    let a = tenant(s, "acme").await;
+    let b = tenant(s, "globex").await;
+    s.apply(vec![
+        Change::PutCredential(cred(&a, "sync_medusa", "k1", 1)),
+        Change::PutCredential(cred(&b, "sync_medusa", "k2", 2)),
+    ])
+    .await
+    .unwrap();
+
+    // Bundle only: the member falls through to it.
+    let found = s
+        .find_credentials(&a, &["sync_medusa_products", "sync_medusa"])
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].ciphertext, vec![1; 48]);
+
+    // Member override comes first.
+    s.apply(vec![Change::PutCredential(cred(
+        &a,
+        "sync_medusa_products",
+        "k3",
+        3,
+    ))])
+    .await
+    .unwrap();
+    let found = s
+        .find_credentials(&a, &["sync_medusa_products", "sync_medusa"])
+        .await
+        .unwrap();
+    let ids: Vec<&str> = found.iter().map(|c| c.integration_id.as_str()).collect();
+    assert_eq!(ids, ["sync_medusa_products", "sync_medusa"]);
+    assert!(s.find_credentials(&a, &[]).await.unwrap().is_empty());
+
+    // Upsert replaces the values and the key id; the unique row stays one.
+    let mut updated = cred(&a, "sync_medusa", "k4", 4);
+    updated.updated_at = t(99);
+    s.apply(vec![Change::PutCredential(updated.clone())])
+        .await
+        .unwrap();
+    let got = s.find_credentials(&a, &["sync_medusa"]).await.unwrap();
+    assert_eq!(got, vec![updated]);
+
+    // Key ids are unique across the store.
+    let reuse = s
+        .apply(vec![Change::PutCredential(cred(
+            &b,
+            "gateway_stripe",
+            "k4",
+            5,
+        ))])
+        .await;
+    assert!(matches!(reuse, Err(StoreError::Conflict(_))), "{reuse:?}");
+
+    // Scope isolation: B sees only its own.
+    let theirs = s
+        .find_credentials(&b, &["sync_medusa_products", "sync_medusa"])
+        .await
+        .unwrap();
+    assert_eq!(theirs.len(), 1);
+    assert_eq!(theirs[0].ciphertext, vec![2; 48]);
+
+    s.touch_credential(&a, "sync_medusa", t(500)).await.unwrap();
+    assert_eq!(
+        s.find_credentials(&a, &["sync_medusa"]).await.unwrap()[0].last_used_at,
+        Some(t(500))
+    );
+
+    let del = Change::DeleteCredential {
+        scope: a.clone(),
+        integration_id: "sync_medusa".into(),
+    };
+    assert_eq!(s.apply(vec![del.clone()]).await.unwrap(), vec![1]);
+    assert_eq!(s.apply(vec![del]).await.unwrap(), vec![0]);
+    assert!(
+        s.find_credentials(&a, &["sync_medusa"])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        s.find_credentials(&b, &["sync_medusa"])
+            .await
+            .unwrap()
+            .len(),
+        1,
+        "B's row is untouched"
+    );
+}
+
+fn state(scope: &Scope, id: &str, status: IntegrationStatus, version: i64) -> StateRecord {
+    StateRecord {
+        scope: scope.clone(),
+        integration_id: id.into(),
+        status,
+        api_version: Some("2024-12-18".into()),
+        enabled_at: None,
+        enabled_by: None,
+        last_health: None,
+        last_health_at: None,
+        updated_at: t(version),
+        version,
+    }
+}
+
+async fn state_writes_are_optimistic(f: Fixture) {
+    let s = &*f.store;
+    let a = tenant(s, "acme").await;
+    let b = tenant(s, "globex").await;
+    s.apply(vec![Change::PutState {
+        state: state(&a, "gateway_stripe", IntegrationStatus::Draft, 1),
+        expect: Expect::Absent,
+    }])
+    .await
+    .unwrap();
+    let again = s
+        .apply(vec![Change::PutState {
+            state: state(&a, "gateway_stripe", IntegrationStatus::Draft, 1),
+            expect: Expect::Absent,
+        }])
+        .await;
+    assert!(matches!(again, Err(StoreError::Stale(_))), "{again:?}");
+
+    let mut enabled = state(&a, "gateway_stripe", IntegrationStatus::Enabled, 2);
+    enabled.enabled_at = Some(t(7));
+    enabled.enabled_by = Some("token:ta".into());
+    enabled.last_health = Some(r#"{"status":"healthy"}"#.into());
+    enabled.last_health_at = Some(t(8));
+    s.apply(vec![Change::PutState {
+        state: enabled.clone(),
+        expect: Expect::Version(1),
+    }])
+    .await
+    .unwrap();
+    assert_eq!(
+        s.get_state(&a, "gateway_stripe").await.unwrap().unwrap(),
+        enabled
+    );
+
+    // A writer that read version 1 lost the race.
+    let lost = s
+        .apply(vec![Change::PutState {
+            state: state(&a, "gateway_stripe", IntegrationStatus::Disabled, 2),
+            expect: Expect::Version(1),
+        }])
+        .await;
+    assert!(matches!(lost, Err(StoreError::Stale(_))), "{lost:?}");
+    // Another scope's version does not count.
+    let cross = s
+        .apply(vec![Change::PutState {
+            state: state(&b, "gateway_stripe", IntegrationStatus::Disabled, 2),
+            expect: Expect::Version(1),
+        }])
+        .await;
+    assert!(matches!(cross, Err(StoreError::Stale(_))), "{cross:?}");
+
+    s.apply(vec![Change::PutState {
+        state: state(&a, "storage_s3", IntegrationStatus::Draft, 1),
+        expect: Expect::Absent,
+    }])
+    .await
+    .unwrap();
+    let ids: Vec<String> = s
+        .list_states(&a)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.integration_id)
+        .collect();
+    assert_eq!(ids, ["gateway_stripe", "storage_s3"]);
+    assert!(s.list_states(&b).await.unwrap().is_empty());
+    assert!(s.get_state(&b, "gateway_stripe").await.unwrap().is_none());
+}
+
+async fn apply_is_all_or_nothing(f: Fixture) {
+    let s = &*f.store;
+    let a = tenant(s, "acme").await;
+    let event = NewEvent {
+        id: "evt_1".into(),
+        scope: a.clone(),
+        event_type: "integrations.credentials.updated".into(),
+        integration_id: Some("gateway_stripe".into()),
+        payload: "{}".into(),
+        created_at: t(3),
+    };
+    let failing = s
+        .apply(vec![
+            Change::PutCredential(cred(&a, "gateway_stripe", "k1", 1)),
+            Change::AppendEvent(event.clone()),
+            Change::CreateTenant(Tenant {
+                id: TenantId::new("dup"),
+                slug: "acme".into(),
+                name: "dup".into(),
+                created_at: t(0),
+            }),
+        ])
+        .await;
+    assert!(failing.is_err());
+    assert!(
+        s.find_credentials(&a, &["gateway_stripe"])
+            .await
+            .unwrap()
+            .is_empty(),
+        "credential rolled back"
+    );
+    assert!(
+        s.list_events(&a, 0, 10).await.unwrap().is_empty(),
+        "event rolled back"
+    );
+    // The same changes without the failing one commit together.
+    s.apply(vec![
+        Change::PutCredential(cred(&a, "gateway_stripe", "k1", 1)),
+        Change::AppendEvent(event),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(
+        s.find_credentials(&a, &["gateway_stripe"])
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(s.list_events(&a, 0, 10).await.unwrap().len(), 1);
+}
+
+fn log(scope: &Scope, n: i64, level: LogLevel, op: &str) -> NewLogEntry {
+    NewLogEntry {
+        scope: scope.clone(),
+        integration_id: if n % 2 == 0 {
+            "gateway_stripe".into()
+        } else {
+            "sync_medusa_products".into()
+        },
+        level,
+        operation: op.into(),
+        message: format!("entry {n}"),
+        details: Some(format!(r#"{{"n":{n}}}"#)),
+        correlation_id: Some(format!("run_{}", n / 100)),
+        entity_type: Some("catalog.product".into()),
+        entity_id: Some(format!("prod_{n}")),
+        duration_ms: Some(n),
+        created_at: t(n * 1000),
+    }
+}
+
+async fn logs_are_batched_filtered_paginated_and_pruned(f: Fixture) {
+    let s = &*f.store;
+    let a = tenant(s, "acme").await;
+    let b = tenant(s, "globex").await;
+    let entries: Vec<NewLogEntry> = (0..1200)
+        .map(|n| {
+            log(
+                &a,
+                n,
+                if n % 10 == 0 {
+                    LogLevel::Error
+                } else {
+                    LogLevel::Info
+                },
+                if n % 3 == 0 {
+                    "sync.import"
+                } else {
+                    "webhook.received"
+                },
+            )
+        })
+        .collect();
+    s.append_logs(&entries).await.unwrap();
+    s.append_logs(&[log(&b, 5, LogLevel::Error, "sync.import")])
+        .await
+        .unwrap();
+    s.append_logs(&[]).await.unwrap();
+
+    // Newest first, cursor pagination through everything, total stable.
+    let mut seen = Vec::new();
+    let mut q = LogQuery {
+        limit: 250,
+        ..LogQuery::default()
+    };
+    loop {
+        let page = s.query_logs(&a, &q).await.unwrap();
+        assert_eq!(page.total, 1200);
+        seen.extend(page.items.iter().map(|e| e.entry.duration_ms.unwrap()));
+        match page.next_before_id {
+            Some(c) => q.before_id = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(seen, (0..1200).rev().collect::<Vec<_>>());
+
+    let first = s
+        .query_logs(
+            &a,
+            &LogQuery {
+                limit: 1,
+                ..LogQuery::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        first.items[0].entry, entries[1199],
+        "entries round-trip unchanged"
+    );
+
+    assert_eq!(
+        query(
+            s,
+            &a,
+            LogQuery {
+                level: Some(LogLevel::Error),
+                ..LogQuery::default()
+            }
+        )
+        .await
+        .total,
+        120
+    );
+    assert_eq!(
+        query(
+            s,
+            &a,
+            LogQuery {
+                operation: Some("sync.import".into()),
+                ..LogQuery::default()
+            }
+        )
+        .await
+        .total,
+        400
+    );
+    assert_eq!(
+        query(
+            s,
+            &a,
+            LogQuery {
+                integration_id: Some("gateway_stripe".into()),
+                ..LogQuery::default()
+            }
+        )
+        .await
+        .total,
+        600
+    );
+    assert_eq!(
+        query(
+            s,
+            &a,
+            LogQuery {
+                correlation_id: Some("run_3".into()),
+                ..LogQuery::default()
+            }
+        )
+        .await
+        .total,
+        100
+    );
+    assert_eq!(
+        query(
+            s,
+            &a,
+            LogQuery {
+                entity_type: Some("catalog.product".into()),
+                entity_id: Some("prod_7".into()),
+                ..LogQuery::default()
+            }
+        )
+        .await
+        .total,
+        1
+    );
+    let window = query(
+        s,
+        &a,
+        LogQuery {
+            since: Some(t(100_000)),
+            until: Some(t(200_000)),
+            ..LogQuery::default()
+        },
+    )
+    .await;
+    assert_eq!(window.total, 100);
+    assert!(
+        window
+            .items
+            .iter()
+            .all(|e| (100..200).contains(&e.entry.duration_ms.unwrap()))
+    );
+    let combined = query(
+        s,
+        &a,
+        LogQuery {
+            level: Some(LogLevel::Error),
+            operation: Some("sync.import".into()),
+            integration_id: Some("gateway_stripe".into()),
+            ..LogQuery::default()
+        },
+    )
+    .await;
+    assert_eq!(combined.total, 40);
+
+    // Another tenant sees only its own entry.
+    assert_eq!(
+        s.query_logs(
+            &b,
+            &LogQuery {
+                limit: 10,
+                ..LogQuery::default()
+            }
+        )
+        .await
+        .unwrap()
+        .total,
+        1
+    );
+
+    // Retention: info older than t(600_000) and errors older than t(300_000) go.
+    let deleted = s
+        .prune_logs(&a.tenant_id, t(600_000), t(300_000))
+        .await
+        .unwrap();
+    let info_gone = (0..600).filter(|n| n % 10 != 0).count() as u64;
+    let errors_gone = (0..300).filter(|n| n % 10 == 0).count() as u64;
+    assert_eq!(deleted, info_gone + errors_gone);
+    let left = s
+        .query_logs(
+            &a,
+            &LogQuery {
+                limit: 1000,
+                ..LogQuery::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(left.total, 1200 - deleted);
+    assert!(left.items.iter().all(|e| e.entry.created_at >= t(300_000)));
+    assert_eq!(
+        s.query_logs(
+            &b,
+            &LogQuery {
+                limit: 10,
+                ..LogQuery::default()
+            }
+        )
+        .await
+        .unwrap()
+        .total,
+        1,
+        "pruning is per tenant"
+    );
+}
+
+async fn query(s: &dyn Store, scope: &Scope, q: LogQuery) -> LogPage {
+    s.query_logs(scope, &LogQuery { limit: 1000, ..q })
+        .await
+        .unwrap()
+}
+
+async fn events_are_ordered_and_scoped(f: Fixture) {
+    let s = &*f.store;
+    let a = tenant(s, "acme").await;
+    let b = tenant(s, "globex").await;
+    for n in 0..5 {
+        let scope = if n == 2 { &b } else { &a };
+        s.apply(vec![Change::AppendEvent(NewEvent {
+            id: format!("evt_{n}"),
+            scope: scope.clone(),
+            event_type: "integrations.integration.enabled".into(),
+            integration_id: Some("gateway_stripe".into()),
+            payload: format!(r#"{{"n":{n}}}"#),
+            created_at: t(n),
+        })])
+        .await
+        .unwrap();
+    }
+    let all = s.list_events(&a, 0, 100).await.unwrap();
+    let ids: Vec<&str> = all.iter().map(|e| e.event.id.as_str()).collect();
+    assert_eq!(ids, ["evt_0", "evt_1", "evt_3", "evt_4"]);
+    assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
+    let after = s.list_events(&a, all[1].seq, 100).await.unwrap();
+    assert_eq!(after.len(), 2);
+    assert_eq!(s.list_events(&a, 0, 1).await.unwrap().len(), 1);
+    assert_eq!(s.list_events(&b, 0, 100).await.unwrap().len(), 1);
+    let dup = s
+        .apply(vec![Change::AppendEvent(NewEvent {
+            id: "evt_0".into(),
+            scope: a.clone(),
+            event_type: "x".into(),
+            integration_id: None,
+            payload: "{}".into(),
+            created_at: t(9),
+        })])
+        .await;
+    assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
+}
+
+async fn audit_records_are_readable_per_tenant_and_platform_wide(f: Fixture) {
+    let s = &*f.store;
+    let a = tenant(s, "acme").await;
+    let b = tenant(s, "globex").await;
+    let audit = |scope: Option<&Scope>, action: &str, n: i64| NewAudit {
+        actor: "token:adm".into(),
+        scope: scope.cloned(),
+        action: action.into(),
+        target: Some("gateway_stripe".into()),
+        outcome: "success".into(),
+        details: None,
+        correlation_id: Some(format!("req_{n}")),
+        created_at: t(n),
+    };
+    s.apply(vec![
+        Change::AppendAudit(audit(None, "tenant.create", 1)),
+        Change::AppendAudit(audit(Some(&a), "integration.enable", 2)),
+        Change::AppendAudit(audit(Some(&b), "integration.enable", 3)),
+        Change::AppendAudit(audit(Some(&a), "credentials.update", 4)),
+    ])
+    .await
+    .unwrap();
+    let mine = s
+        .list_audit(&AuditQuery {
+            tenant_id: Some(a.tenant_id.clone()),
+            before_id: None,
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    let actions: Vec<&str> = mine.iter().map(|r| r.audit.action.as_str()).collect();
+    assert_eq!(actions, ["credentials.update", "integration.enable"]);
+    assert_eq!(mine[0].audit, audit(Some(&a), "credentials.update", 4));
+    let everything = s
+        .list_audit(&AuditQuery {
+            tenant_id: None,
+            before_id: None,
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert_eq!(everything.len(), 4);
+    assert_eq!(everything[3].audit.scope, None);
+    let older = s
+        .list_audit(&AuditQuery {
+            tenant_id: None,
+            before_id: Some(everything[1].id),
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert_eq!(older.len(), 2);
+}
+
+async fn concurrent_writers_all_succeed(f: Fixture) {
+    let a = tenant(&*f.store, "acme").await;
+    let mut tasks = Vec::new();
+    for n in 0..16 {
+        let store = f.store.clone();
+        let scope = a.clone();
+        tasks.push(tokio::spawn(async move {
+            for m in 0..10 {
+                let id = format!("int_{n}_{m}");
+                store
+                    .apply(vec![Change::PutState {
+                        state: state(&scope, &id, IntegrationStatus::Draft, 1),
+                        expect: Expect::Absent,
+                    }])
+                    .await
+                    .unwrap();
+                store
+                    .append_logs(&[log(&scope, m, LogLevel::Info, "x")])
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(f.store.list_states(&a).await.unwrap().len(), 160);
+    assert_eq!(
+        f.store
+            .query_logs(
+                &a,
+                &LogQuery {
+                    limit: 1,
+                    ..LogQuery::default()
+                }
+            )
+            .await
+            .unwrap()
+            .total,
+        160
+    );
+}
+
+async fn rows_of_unknown_organizations_are_refused(f: Fixture) {
+    let s = &*f.store;
+    let a = tenant(s, "acme").await;
+    let wrong = Scope {
+        tenant_id: a.tenant_id.clone(),
+        organization_id: OrganizationId::new("not_ours"),
+    };
+    let r = s
+        .apply(vec![Change::PutCredential(cred(
+            &wrong,
+            "gateway_stripe",
+            "k",
+            1,
+        ))])
+        .await;
+    assert!(matches!(r, Err(StoreError::NotFound(_))), "{r:?}");
+    let r = s
+        .apply(vec![Change::PutState {
+            state: state(&wrong, "gateway_stripe", IntegrationStatus::Draft, 1),
+            expect: Expect::Absent,
+        }])
+        .await;
+    assert!(matches!(r, Err(StoreError::NotFound(_))), "{r:?}");
+}
