@@ -10,7 +10,7 @@ use std::str::FromStr as _;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{Postgres, Row as _};
+use sqlx::{ConnectOptions as _, Connection as _, Postgres, Row as _};
 
 use crate::migrate::{self, Migration};
 use crate::{Backend, Result, StoreError};
@@ -18,6 +18,7 @@ use crate::{Backend, Result, StoreError};
 /// Advisory lock keys ("patchbay" in ASCII, plus a purpose).
 const MIGRATION_LOCK: i64 = 0x7061_7463_6862_6100;
 const OUTBOX_LOCK: i64 = 0x7061_7463_6862_6101;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug)]
 pub(crate) struct PgStore {
@@ -52,17 +53,28 @@ impl PgStore {
                 first_line(&e.to_string())
             ))
         })?;
+        // One direct connection first: the pool would retry until its timeout
+        // and report only "timed out", hiding why (refused, bad password, …).
+        let probe = tokio::time::timeout(CONNECT_TIMEOUT, options.connect()).await;
+        let unavailable = |why: String| {
+            StoreError::Unavailable(format!("cannot connect to PostgreSQL at {shown}: {why}"))
+        };
+        match probe {
+            Err(_) => {
+                return Err(unavailable(format!(
+                    "no answer within {} s",
+                    CONNECT_TIMEOUT.as_secs()
+                )));
+            }
+            Ok(Err(e)) => return Err(unavailable(first_line(&e.to_string()).to_owned())),
+            Ok(Ok(conn)) => conn.close().await?,
+        }
         let pool = PgPoolOptions::new()
             .max_connections(16)
-            .acquire_timeout(Duration::from_secs(5))
+            .acquire_timeout(CONNECT_TIMEOUT)
             .connect_with(options)
             .await
-            .map_err(|e| {
-                StoreError::Unavailable(format!(
-                    "cannot connect to PostgreSQL at {shown}: {}",
-                    first_line(&e.to_string())
-                ))
-            })?;
+            .map_err(|e| unavailable(first_line(&e.to_string()).to_owned()))?;
         migrate(&pool).await?;
         Ok(PgStore { pool })
     }

@@ -14,6 +14,8 @@
 // Test support reads its own environment (PATH, CI): that is not product configuration.
 #![allow(clippy::disallowed_methods)]
 
+pub mod http;
+
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -1,0 +1,119 @@
+//! Configuration of `patchbay serve`: flags, `PATCHBAY_*` environment
+//! variables and defaults that work with no configuration at all.
+//!
+//! Precedence: a flag beats its environment variable, which beats the
+//! default. This is the only place that reads the environment (clap does it
+//! for us); the rest of the code receives a validated [`ServeConfig`].
+
+use std::net::{SocketAddr, ToSocketAddrs as _};
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+use patchbay_store::DatabaseConfig;
+
+/// The flags of `patchbay serve`.
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Directory for the embedded SQLite database and local files.
+    #[arg(long, env = "PATCHBAY_DATA_DIR", default_value = "./patchbay-data")]
+    pub(crate) data_dir: PathBuf,
+
+    /// Database URL: postgres://user:password@host:port/db for PostgreSQL, or
+    /// sqlite://<path>. Unset: SQLite in the data directory.
+    #[arg(long, env = "PATCHBAY_DATABASE_URL", hide_env_values = true)]
+    pub(crate) database_url: Option<String>,
+
+    /// Address to listen on, host:port.
+    #[arg(long, env = "PATCHBAY_LISTEN", default_value = "127.0.0.1:8080")]
+    pub(crate) listen: String,
+
+    /// Log filter: a level (info, debug, …) or per-module directives
+    /// (`info,patchbay_store=debug`).
+    #[arg(long, env = "PATCHBAY_LOG", default_value = "info")]
+    pub(crate) log: String,
+
+    /// Log format.
+    #[arg(long, env = "PATCHBAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub(crate) log_format: LogFormat,
+}
+
+/// How log lines are written to standard error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// A validated configuration.
+#[derive(Debug)]
+pub(crate) struct ServeConfig {
+    pub(crate) database: DatabaseConfig,
+    pub(crate) listen: SocketAddr,
+    pub(crate) log_filter: tracing_subscriber::EnvFilter,
+    pub(crate) log_format: LogFormat,
+}
+
+impl ServeArgs {
+    /// Checks every setting; the error is one line naming the setting.
+    pub(crate) fn validate(self) -> anyhow::Result<ServeConfig> {
+        let listen = parse_listen(&self.listen)?;
+        let database = DatabaseConfig::from_settings(&self.data_dir, self.database_url.as_deref())?;
+        // Quiet the SQL driver unless asked for by name.
+        let directives = if self.log.contains("sqlx") {
+            self.log.clone()
+        } else {
+            format!("{},sqlx=warn", self.log)
+        };
+        let log_filter = tracing_subscriber::EnvFilter::try_new(&directives)
+            .map_err(|e| anyhow::anyhow!("invalid log filter `{}`: {e}", self.log))?;
+        Ok(ServeConfig {
+            database,
+            listen,
+            log_filter,
+            log_format: self.log_format,
+        })
+    }
+}
+
+fn parse_listen(s: &str) -> anyhow::Result<SocketAddr> {
+    let bad = || {
+        anyhow::anyhow!("invalid listen address `{s}`: expected host:port, such as 127.0.0.1:8080")
+    };
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(bad());
+    }
+    (host, port.parse::<u16>().map_err(|_| bad())?)
+        .to_socket_addrs()
+        .map_err(|e| anyhow::anyhow!("invalid listen address `{s}`: {e}"))?
+        .next()
+        .ok_or_else(bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(parse_listen("127.0.0.1:8080").unwrap().port(), 8080);
+        assert_eq!(parse_listen("[::1]:9000").unwrap().port(), 9000);
+        assert!(parse_listen("localhost:8081").unwrap().ip().is_loopback());
+        for bad in [
+            "8080",
+            "127.0.0.1",
+            "127.0.0.1:http",
+            ":8080",
+            "127.0.0.1:70000",
+            "",
+        ] {
+            let e = parse_listen(bad).unwrap_err().to_string();
+            assert!(e.contains("invalid listen address"), "{bad}: {e}");
+        }
+    }
+}
