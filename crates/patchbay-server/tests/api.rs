@@ -98,7 +98,7 @@ fn probes_answer_alive_and_ready() {
     assert_eq!(status, 200, "{json}");
     assert_eq!(json["status"], "ready");
     assert_eq!(json["database"], "sqlite");
-    assert_eq!(json["migration"], 1);
+    assert_eq!(json["migration"], 2);
 }
 
 #[test]

@@ -209,6 +209,34 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<Vec<EventRecord>>;
     async fn list_audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>>;
 
+    /// The master-key check value, once the vault is initialised.
+    async fn get_vault_check(&self) -> Result<Option<VaultCheckRecord>>;
+    /// Data keys of one tenant, or of every tenant with `None` (key rotation).
+    async fn list_tenant_keys(&self, tenant: Option<&TenantId>) -> Result<Vec<TenantKeyRecord>>;
+    async fn get_tenant_key(
+        &self,
+        tenant: &TenantId,
+        version: i64,
+    ) -> Result<Option<TenantKeyRecord>>;
+    /// Credential sets of a tenant (all organizations) encrypted with a data
+    /// key older than `version`, for re-encryption.
+    async fn list_credentials_below_version(
+        &self,
+        tenant: &TenantId,
+        version: i64,
+        limit: u32,
+    ) -> Result<Vec<CredentialRecord>>;
+    async fn count_credentials_with_version(&self, tenant: &TenantId, version: i64) -> Result<u64>;
+
+    async fn get_principal(
+        &self,
+        scope: &Scope,
+        integration_id: &str,
+    ) -> Result<Option<PrincipalRecord>>;
+    async fn list_principals(&self, scope: &Scope) -> Result<Vec<PrincipalRecord>>;
+
+    async fn get_tenant_settings(&self, tenant: &TenantId) -> Result<Option<TenantSettings>>;
+
     /// Closes the connection pools (graceful shutdown).
     async fn close(&self);
 }

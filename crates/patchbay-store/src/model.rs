@@ -188,6 +188,52 @@ pub struct AuditQuery {
     pub limit: u32,
 }
 
+/// The master-key check value: proves the configured master key is the one
+/// this database was set up with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VaultCheckRecord {
+    pub key_id: String,
+    pub nonce: Vec<u8>,
+    pub ciphertext: Vec<u8>,
+    pub updated_at: Timestamp,
+}
+
+/// A tenant data key, wrapped by a master key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantKeyRecord {
+    pub tenant_id: TenantId,
+    pub version: i64,
+    pub master_key_id: String,
+    pub nonce: Vec<u8>,
+    pub wrapped_key: Vec<u8>,
+    pub created_at: Timestamp,
+    /// Set once a newer version encrypts new credentials.
+    pub retired_at: Option<Timestamp>,
+}
+
+/// The principal an enabled connection acts as, with its explicit grants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrincipalRecord {
+    pub scope: Scope,
+    pub integration_id: String,
+    /// `integration:<uuid>`.
+    pub principal_id: String,
+    pub key_id: String,
+    /// The action keys this principal may invoke.
+    pub action_keys: Vec<String>,
+    pub created_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+}
+
+/// Per-tenant settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantSettings {
+    pub tenant_id: TenantId,
+    pub log_retention_days: i64,
+    pub error_log_retention_days: i64,
+    pub updated_at: Timestamp,
+}
+
 /// What a write expects to find, for optimistic concurrency.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expect {
@@ -223,4 +269,41 @@ pub enum Change {
     },
     AppendEvent(NewEvent),
     AppendAudit(NewAudit),
+    /// Sets the master-key check value: inserts it when `expect_key_id` is
+    /// `None` (refused if one exists), else replaces the one made with that key.
+    PutVaultCheck {
+        record: VaultCheckRecord,
+        expect_key_id: Option<String>,
+    },
+    /// Inserts a new tenant data key version.
+    PutTenantKey(TenantKeyRecord),
+    /// Re-wraps a data key under another master key, if it is still wrapped by `expect_master_key_id`.
+    RewrapTenantKey {
+        record: TenantKeyRecord,
+        expect_master_key_id: String,
+    },
+    RetireTenantKey {
+        tenant_id: TenantId,
+        version: i64,
+        at: Timestamp,
+    },
+    DeleteTenantKey {
+        tenant_id: TenantId,
+        version: i64,
+    },
+    /// Replaces a credential set's ciphertext, if its key id is still `expect_key_id`
+    /// (re-encryption that loses to a concurrent save is refused as stale).
+    ReplaceCredential {
+        record: CredentialRecord,
+        expect_key_id: String,
+    },
+    /// Inserts or replaces the principal of (scope, integration).
+    PutPrincipal(PrincipalRecord),
+    /// Revokes the active principal of (scope, integration), if any.
+    RevokePrincipal {
+        scope: Scope,
+        integration_id: String,
+        at: Timestamp,
+    },
+    PutTenantSettings(TenantSettings),
 }

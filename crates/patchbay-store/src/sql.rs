@@ -92,6 +92,9 @@ pub(crate) const CREDENTIAL_COLUMNS: &str = "tenant_id, organization_id, integra
 pub(crate) const STATE_COLUMNS: &str = "tenant_id, organization_id, integration_id, status, api_version, enabled_at, enabled_by, last_health, last_health_at, updated_at, version";
 pub(crate) const EVENT_COLUMNS: &str =
     "seq, id, tenant_id, organization_id, event_type, integration_id, payload, created_at";
+pub(crate) const TENANT_KEY_COLUMNS: &str =
+    "tenant_id, version, master_key_id, nonce, wrapped_key, created_at, retired_at";
+pub(crate) const PRINCIPAL_COLUMNS: &str = "tenant_id, organization_id, integration_id, principal_id, key_id, action_keys, created_at, revoked_at";
 pub(crate) const AUDIT_COLUMNS: &str = "id, tenant_id, organization_id, actor, action, target, outcome, details, correlation_id, created_at";
 
 /// Rows per multi-row INSERT of log entries (13 parameters each stays far
@@ -202,6 +205,31 @@ macro_rules! impl_store {
                         payload: r.try_get("payload")?,
                         created_at: Timestamp::from_micros(r.try_get("created_at")?),
                     },
+                })
+            }
+
+            pub(super) fn tenant_key(r: &$row) -> Result<TenantKeyRecord> {
+                Ok(TenantKeyRecord {
+                    tenant_id: TenantId::new(r.try_get::<String, _>("tenant_id")?),
+                    version: r.try_get("version")?,
+                    master_key_id: r.try_get("master_key_id")?,
+                    nonce: r.try_get("nonce")?,
+                    wrapped_key: r.try_get("wrapped_key")?,
+                    created_at: Timestamp::from_micros(r.try_get("created_at")?),
+                    retired_at: from_ts(r.try_get("retired_at")?),
+                })
+            }
+
+            pub(super) fn principal(r: &$row) -> Result<PrincipalRecord> {
+                let keys: String = r.try_get("action_keys")?;
+                Ok(PrincipalRecord {
+                    scope: Scope::new(r.try_get::<String, _>("tenant_id")?, r.try_get::<String, _>("organization_id")?),
+                    integration_id: r.try_get("integration_id")?,
+                    principal_id: r.try_get("principal_id")?,
+                    key_id: r.try_get("key_id")?,
+                    action_keys: keys.split(',').filter(|k| !k.is_empty()).map(str::to_owned).collect(),
+                    created_at: Timestamp::from_micros(r.try_get("created_at")?),
+                    revoked_at: from_ts(r.try_get("revoked_at")?),
                 })
             }
 
@@ -391,6 +419,124 @@ macro_rules! impl_store {
                 .bind(a.details.as_deref())
                 .bind(a.correlation_id.as_deref())
                 .bind(ts(a.created_at))
+                .execute(conn)
+                .await?,
+                Change::PutVaultCheck { record: v, expect_key_id } => {
+                    let r = match expect_key_id {
+                        None => sqlx::query("INSERT INTO vault_meta (id, key_id, nonce, ciphertext, updated_at) VALUES (1, $1, $2, $3, $4)")
+                            .bind(&v.key_id)
+                            .bind(&v.nonce)
+                            .bind(&v.ciphertext)
+                            .bind(ts(v.updated_at))
+                            .execute(conn)
+                            .await
+                            .map_err(|e| conflict(e, || "the vault is already initialised".to_owned()))?,
+                        Some(old) => sqlx::query("UPDATE vault_meta SET key_id = $1, nonce = $2, ciphertext = $3, updated_at = $4 WHERE id = 1 AND key_id = $5")
+                            .bind(&v.key_id)
+                            .bind(&v.nonce)
+                            .bind(&v.ciphertext)
+                            .bind(ts(v.updated_at))
+                            .bind(old)
+                            .execute(conn)
+                            .await?,
+                    };
+                    if r.rows_affected() == 0 {
+                        return Err(StoreError::Stale("the vault check value".to_owned()));
+                    }
+                    r
+                }
+                Change::PutTenantKey(k) => sqlx::query(&format!("INSERT INTO tenant_keys ({TENANT_KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"))
+                    .bind(k.tenant_id.as_str())
+                    .bind(k.version)
+                    .bind(&k.master_key_id)
+                    .bind(&k.nonce)
+                    .bind(&k.wrapped_key)
+                    .bind(ts(k.created_at))
+                    .bind(opt_ts(k.retired_at))
+                    .execute(conn)
+                    .await
+                    .map_err(|e| conflict(e, || format!("tenant `{}` already has data key version {}", k.tenant_id, k.version)))?,
+                Change::RewrapTenantKey { record: k, expect_master_key_id } => {
+                    let r = sqlx::query("UPDATE tenant_keys SET master_key_id = $3, nonce = $4, wrapped_key = $5 WHERE tenant_id = $1 AND version = $2 AND master_key_id = $6")
+                        .bind(k.tenant_id.as_str())
+                        .bind(k.version)
+                        .bind(&k.master_key_id)
+                        .bind(&k.nonce)
+                        .bind(&k.wrapped_key)
+                        .bind(expect_master_key_id)
+                        .execute(conn)
+                        .await?;
+                    if r.rows_affected() == 0 {
+                        return Err(StoreError::Stale(format!("data key {} of tenant `{}`", k.version, k.tenant_id)));
+                    }
+                    r
+                }
+                Change::RetireTenantKey { tenant_id, version, at } => sqlx::query("UPDATE tenant_keys SET retired_at = $3 WHERE tenant_id = $1 AND version = $2 AND retired_at IS NULL")
+                    .bind(tenant_id.as_str())
+                    .bind(*version)
+                    .bind(ts(*at))
+                    .execute(conn)
+                    .await?,
+                Change::DeleteTenantKey { tenant_id, version } => sqlx::query("DELETE FROM tenant_keys WHERE tenant_id = $1 AND version = $2")
+                    .bind(tenant_id.as_str())
+                    .bind(*version)
+                    .execute(conn)
+                    .await?,
+                Change::ReplaceCredential { record: c, expect_key_id } => {
+                    let r = sqlx::query(
+                        "UPDATE integration_credentials SET key_id = $4, key_version = $5, nonce = $6, ciphertext = $7, updated_at = $8
+                         WHERE tenant_id = $1 AND organization_id = $2 AND integration_id = $3 AND key_id = $9",
+                    )
+                    .bind(c.scope.tenant_id.as_str())
+                    .bind(c.scope.organization_id.as_str())
+                    .bind(&c.integration_id)
+                    .bind(&c.key_id)
+                    .bind(c.key_version)
+                    .bind(&c.nonce)
+                    .bind(&c.ciphertext)
+                    .bind(ts(c.updated_at))
+                    .bind(expect_key_id)
+                    .execute(conn)
+                    .await?;
+                    if r.rows_affected() == 0 {
+                        return Err(StoreError::Stale(format!("the credentials of `{}`", c.integration_id)));
+                    }
+                    r
+                }
+                Change::PutPrincipal(p) => sqlx::query(&format!(
+                    "INSERT INTO integration_principals ({PRINCIPAL_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                     ON CONFLICT (tenant_id, organization_id, integration_id) DO UPDATE SET
+                       principal_id = excluded.principal_id, key_id = excluded.key_id, action_keys = excluded.action_keys,
+                       created_at = excluded.created_at, revoked_at = excluded.revoked_at"
+                ))
+                .bind(p.scope.tenant_id.as_str())
+                .bind(p.scope.organization_id.as_str())
+                .bind(&p.integration_id)
+                .bind(&p.principal_id)
+                .bind(&p.key_id)
+                .bind(p.action_keys.join(","))
+                .bind(ts(p.created_at))
+                .bind(opt_ts(p.revoked_at))
+                .execute(conn)
+                .await?,
+                Change::RevokePrincipal { scope, integration_id, at } => sqlx::query(
+                    "UPDATE integration_principals SET revoked_at = $4 WHERE tenant_id = $1 AND organization_id = $2 AND integration_id = $3 AND revoked_at IS NULL",
+                )
+                .bind(scope.tenant_id.as_str())
+                .bind(scope.organization_id.as_str())
+                .bind(integration_id)
+                .bind(ts(*at))
+                .execute(conn)
+                .await?,
+                Change::PutTenantSettings(t) => sqlx::query(
+                    "INSERT INTO tenant_settings (tenant_id, log_retention_days, error_log_retention_days, updated_at) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (tenant_id) DO UPDATE SET log_retention_days = excluded.log_retention_days,
+                       error_log_retention_days = excluded.error_log_retention_days, updated_at = excluded.updated_at",
+                )
+                .bind(t.tenant_id.as_str())
+                .bind(t.log_retention_days)
+                .bind(t.error_log_retention_days)
+                .bind(ts(t.updated_at))
                 .execute(conn)
                 .await?,
             };
@@ -690,6 +836,114 @@ macro_rules! impl_store {
                 .iter()
                 .map(rows::audit)
                 .collect()
+            }
+
+            async fn get_vault_check(&self) -> crate::Result<Option<crate::VaultCheckRecord>> {
+                use sqlx::Row as _;
+                let row = sqlx::query("SELECT key_id, nonce, ciphertext, updated_at FROM vault_meta WHERE id = 1").fetch_optional(self.reader()).await?;
+                row.map(|r| {
+                    Ok(crate::VaultCheckRecord {
+                        key_id: r.try_get("key_id")?,
+                        nonce: r.try_get("nonce")?,
+                        ciphertext: r.try_get("ciphertext")?,
+                        updated_at: patchbay_core::Timestamp::from_micros(r.try_get("updated_at")?),
+                    })
+                })
+                .transpose()
+            }
+
+            async fn list_tenant_keys(&self, tenant: Option<&patchbay_core::TenantId>) -> crate::Result<Vec<crate::TenantKeyRecord>> {
+                let cols = crate::sql::TENANT_KEY_COLUMNS;
+                match tenant {
+                    Some(t) => sqlx::query(&format!("SELECT {cols} FROM tenant_keys WHERE tenant_id = $1 ORDER BY version")).bind(t.as_str()).fetch_all(self.reader()).await?,
+                    None => sqlx::query(&format!("SELECT {cols} FROM tenant_keys ORDER BY tenant_id, version")).fetch_all(self.reader()).await?,
+                }
+                .iter()
+                .map(rows::tenant_key)
+                .collect()
+            }
+
+            async fn get_tenant_key(&self, tenant: &patchbay_core::TenantId, version: i64) -> crate::Result<Option<crate::TenantKeyRecord>> {
+                sqlx::query(&format!("SELECT {} FROM tenant_keys WHERE tenant_id = $1 AND version = $2", crate::sql::TENANT_KEY_COLUMNS))
+                    .bind(tenant.as_str())
+                    .bind(version)
+                    .fetch_optional(self.reader())
+                    .await?
+                    .as_ref()
+                    .map(rows::tenant_key)
+                    .transpose()
+            }
+
+            async fn list_credentials_below_version(&self, tenant: &patchbay_core::TenantId, version: i64, limit: u32) -> crate::Result<Vec<crate::CredentialRecord>> {
+                sqlx::query(&format!(
+                    "SELECT {} FROM integration_credentials WHERE tenant_id = $1 AND key_version < $2 ORDER BY organization_id, integration_id LIMIT $3",
+                    crate::sql::CREDENTIAL_COLUMNS
+                ))
+                .bind(tenant.as_str())
+                .bind(version)
+                .bind(i64::from(limit.clamp(1, 1000)))
+                .fetch_all(self.reader())
+                .await?
+                .iter()
+                .map(rows::credential)
+                .collect()
+            }
+
+            async fn count_credentials_with_version(&self, tenant: &patchbay_core::TenantId, version: i64) -> crate::Result<u64> {
+                use sqlx::Row as _;
+                let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM integration_credentials WHERE tenant_id = $1 AND key_version = $2")
+                    .bind(tenant.as_str())
+                    .bind(version)
+                    .fetch_one(self.reader())
+                    .await?
+                    .try_get("n")?;
+                Ok(u64::try_from(n).unwrap_or(0))
+            }
+
+            async fn get_principal(&self, scope: &patchbay_core::Scope, integration_id: &str) -> crate::Result<Option<crate::PrincipalRecord>> {
+                sqlx::query(&format!(
+                    "SELECT {} FROM integration_principals WHERE tenant_id = $1 AND organization_id = $2 AND integration_id = $3",
+                    crate::sql::PRINCIPAL_COLUMNS
+                ))
+                .bind(scope.tenant_id.as_str())
+                .bind(scope.organization_id.as_str())
+                .bind(integration_id)
+                .fetch_optional(self.reader())
+                .await?
+                .as_ref()
+                .map(rows::principal)
+                .transpose()
+            }
+
+            async fn list_principals(&self, scope: &patchbay_core::Scope) -> crate::Result<Vec<crate::PrincipalRecord>> {
+                sqlx::query(&format!(
+                    "SELECT {} FROM integration_principals WHERE tenant_id = $1 AND organization_id = $2 ORDER BY integration_id",
+                    crate::sql::PRINCIPAL_COLUMNS
+                ))
+                .bind(scope.tenant_id.as_str())
+                .bind(scope.organization_id.as_str())
+                .fetch_all(self.reader())
+                .await?
+                .iter()
+                .map(rows::principal)
+                .collect()
+            }
+
+            async fn get_tenant_settings(&self, tenant: &patchbay_core::TenantId) -> crate::Result<Option<crate::TenantSettings>> {
+                use sqlx::Row as _;
+                let row = sqlx::query("SELECT tenant_id, log_retention_days, error_log_retention_days, updated_at FROM tenant_settings WHERE tenant_id = $1")
+                    .bind(tenant.as_str())
+                    .fetch_optional(self.reader())
+                    .await?;
+                row.map(|r| {
+                    Ok(crate::TenantSettings {
+                        tenant_id: patchbay_core::TenantId::new(r.try_get::<String, _>("tenant_id")?),
+                        log_retention_days: r.try_get("log_retention_days")?,
+                        error_log_retention_days: r.try_get("error_log_retention_days")?,
+                        updated_at: patchbay_core::Timestamp::from_micros(r.try_get("updated_at")?),
+                    })
+                })
+                .transpose()
             }
 
             async fn close(&self) {

@@ -71,6 +71,11 @@ conformance!(
     audit_records_are_readable_per_tenant_and_platform_wide,
     concurrent_writers_all_succeed,
     rows_of_unknown_organizations_are_refused,
+    the_vault_check_is_set_once_and_replaced_by_compare_and_set,
+    tenant_keys_are_versioned_rewrapped_and_retired,
+    credentials_are_reencrypted_by_compare_and_set,
+    principals_are_granted_revoked_and_scoped,
+    tenant_settings_are_upserted,
 );
 
 fn t(us: i64) -> Timestamp {
@@ -940,4 +945,290 @@ async fn rows_of_unknown_organizations_are_refused(f: Fixture) {
         }])
         .await;
     assert!(matches!(r, Err(StoreError::NotFound(_))), "{r:?}");
+}
+
+async fn the_vault_check_is_set_once_and_replaced_by_compare_and_set(f: Fixture) {
+    let s = &*f.store;
+    assert!(s.get_vault_check().await.unwrap().is_none());
+    let check = |key: &str| VaultCheckRecord {
+        key_id: key.into(),
+        nonce: vec![1; 24],
+        ciphertext: vec![2; 40],
+        updated_at: t(1),
+    };
+    s.apply(vec![Change::PutVaultCheck {
+        record: check("k1"),
+        expect_key_id: None,
+    }])
+    .await
+    .unwrap();
+    assert_eq!(s.get_vault_check().await.unwrap(), Some(check("k1")));
+    let again = s
+        .apply(vec![Change::PutVaultCheck {
+            record: check("k9"),
+            expect_key_id: None,
+        }])
+        .await;
+    assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+    let wrong = s
+        .apply(vec![Change::PutVaultCheck {
+            record: check("k2"),
+            expect_key_id: Some("k0".into()),
+        }])
+        .await;
+    assert!(matches!(wrong, Err(StoreError::Stale(_))), "{wrong:?}");
+    s.apply(vec![Change::PutVaultCheck {
+        record: check("k2"),
+        expect_key_id: Some("k1".into()),
+    }])
+    .await
+    .unwrap();
+    assert_eq!(s.get_vault_check().await.unwrap().unwrap().key_id, "k2");
+}
+
+fn tkey(tenant: &TenantId, version: i64, master: &str) -> TenantKeyRecord {
+    TenantKeyRecord {
+        tenant_id: tenant.clone(),
+        version,
+        master_key_id: master.into(),
+        nonce: vec![3; 24],
+        wrapped_key: vec![u8::try_from(version).unwrap(); 48],
+        created_at: t(version),
+        retired_at: None,
+    }
+}
+
+async fn tenant_keys_are_versioned_rewrapped_and_retired(f: Fixture) {
+    let s = &*f.store;
+    let a = tenant(s, "acme").await;
+    let b = tenant(s, "globex").await;
+    s.apply(vec![
+        Change::PutTenantKey(tkey(&a.tenant_id, 1, "m1")),
+        Change::PutTenantKey(tkey(&b.tenant_id, 1, "m1")),
+    ])
+    .await
+    .unwrap();
+    let dup = s
+        .apply(vec![Change::PutTenantKey(tkey(&a.tenant_id, 1, "m1"))])
+        .await;
+    assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
+    s.apply(vec![Change::PutTenantKey(tkey(&a.tenant_id, 2, "m1"))])
+        .await
+        .unwrap();
+    assert_eq!(
+        s.list_tenant_keys(Some(&a.tenant_id))
+            .await
+            .unwrap()
+            .iter()
+            .map(|k| k.version)
+            .collect::<Vec<_>>(),
+        [1, 2]
+    );
+    assert_eq!(s.list_tenant_keys(None).await.unwrap().len(), 3);
+
+    let mut rewrapped = tkey(&a.tenant_id, 1, "m2");
+    rewrapped.wrapped_key = vec![9; 48];
+    let lost = s
+        .apply(vec![Change::RewrapTenantKey {
+            record: rewrapped.clone(),
+            expect_master_key_id: "m0".into(),
+        }])
+        .await;
+    assert!(matches!(lost, Err(StoreError::Stale(_))), "{lost:?}");
+    s.apply(vec![Change::RewrapTenantKey {
+        record: rewrapped.clone(),
+        expect_master_key_id: "m1".into(),
+    }])
+    .await
+    .unwrap();
+    let got = s.get_tenant_key(&a.tenant_id, 1).await.unwrap().unwrap();
+    assert_eq!(
+        (got.master_key_id.as_str(), got.wrapped_key.clone()),
+        ("m2", vec![9; 48])
+    );
+    assert_eq!(
+        s.get_tenant_key(&b.tenant_id, 1)
+            .await
+            .unwrap()
+            .unwrap()
+            .master_key_id,
+        "m1",
+        "other tenants untouched"
+    );
+
+    s.apply(vec![Change::RetireTenantKey {
+        tenant_id: a.tenant_id.clone(),
+        version: 1,
+        at: t(50),
+    }])
+    .await
+    .unwrap();
+    assert_eq!(
+        s.get_tenant_key(&a.tenant_id, 1)
+            .await
+            .unwrap()
+            .unwrap()
+            .retired_at,
+        Some(t(50))
+    );
+    s.apply(vec![Change::DeleteTenantKey {
+        tenant_id: a.tenant_id.clone(),
+        version: 1,
+    }])
+    .await
+    .unwrap();
+    assert!(s.get_tenant_key(&a.tenant_id, 1).await.unwrap().is_none());
+    assert!(s.get_tenant_key(&a.tenant_id, 2).await.unwrap().is_some());
+}
+
+async fn credentials_are_reencrypted_by_compare_and_set(f: Fixture) {
+    let s = &*f.store;
+    let a = tenant(s, "acme").await;
+    let b = tenant(s, "globex").await;
+    s.apply(vec![
+        Change::PutCredential(cred(&a, "gateway_stripe", "k1", 1)),
+        Change::PutCredential(cred(&a, "sync_medusa", "k2", 2)),
+        Change::PutCredential(cred(&b, "gateway_stripe", "k3", 3)),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(
+        s.list_credentials_below_version(&a.tenant_id, 2, 100)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        s.count_credentials_with_version(&a.tenant_id, 1)
+            .await
+            .unwrap(),
+        2
+    );
+
+    let mut next = cred(&a, "gateway_stripe", "k1b", 7);
+    next.key_version = 2;
+    let lost = s
+        .apply(vec![Change::ReplaceCredential {
+            record: next.clone(),
+            expect_key_id: "kX".into(),
+        }])
+        .await;
+    assert!(matches!(lost, Err(StoreError::Stale(_))), "{lost:?}");
+    s.apply(vec![Change::ReplaceCredential {
+        record: next.clone(),
+        expect_key_id: "k1".into(),
+    }])
+    .await
+    .unwrap();
+    let got = s
+        .find_credentials(&a, &["gateway_stripe"])
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(
+        (got.key_id.as_str(), got.key_version, got.ciphertext.clone()),
+        ("k1b", 2, vec![7; 48])
+    );
+    assert_eq!(got.created_at, t(5), "creation time is kept");
+    let left = s
+        .list_credentials_below_version(&a.tenant_id, 2, 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        left.iter()
+            .map(|c| c.integration_id.as_str())
+            .collect::<Vec<_>>(),
+        ["sync_medusa"]
+    );
+    assert_eq!(
+        s.count_credentials_with_version(&a.tenant_id, 2)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        s.count_credentials_with_version(&b.tenant_id, 1)
+            .await
+            .unwrap(),
+        1,
+        "other tenants untouched"
+    );
+}
+
+async fn principals_are_granted_revoked_and_scoped(f: Fixture) {
+    let s = &*f.store;
+    let a = tenant(s, "acme").await;
+    let b = tenant(s, "globex").await;
+    let p = PrincipalRecord {
+        scope: a.clone(),
+        integration_id: "gateway_stripe".into(),
+        principal_id: "integration:p1".into(),
+        key_id: "pk1".into(),
+        action_keys: vec!["create_session".into(), "refund".into()],
+        created_at: t(1),
+        revoked_at: None,
+    };
+    s.apply(vec![Change::PutPrincipal(p.clone())])
+        .await
+        .unwrap();
+    assert_eq!(
+        s.get_principal(&a, "gateway_stripe").await.unwrap(),
+        Some(p.clone())
+    );
+    assert!(
+        s.get_principal(&b, "gateway_stripe")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    s.apply(vec![Change::RevokePrincipal {
+        scope: a.clone(),
+        integration_id: "gateway_stripe".into(),
+        at: t(2),
+    }])
+    .await
+    .unwrap();
+    assert_eq!(
+        s.get_principal(&a, "gateway_stripe")
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at,
+        Some(t(2))
+    );
+    let renewed = PrincipalRecord {
+        principal_id: "integration:p2".into(),
+        key_id: "pk2".into(),
+        created_at: t(3),
+        ..p
+    };
+    s.apply(vec![Change::PutPrincipal(renewed.clone())])
+        .await
+        .unwrap();
+    assert_eq!(s.list_principals(&a).await.unwrap(), vec![renewed]);
+    assert!(s.list_principals(&b).await.unwrap().is_empty());
+}
+
+async fn tenant_settings_are_upserted(f: Fixture) {
+    let s = &*f.store;
+    let a = tenant(s, "acme").await;
+    assert!(s.get_tenant_settings(&a.tenant_id).await.unwrap().is_none());
+    let mut settings = TenantSettings {
+        tenant_id: a.tenant_id.clone(),
+        log_retention_days: 30,
+        error_log_retention_days: 90,
+        updated_at: t(1),
+    };
+    s.apply(vec![Change::PutTenantSettings(settings.clone())])
+        .await
+        .unwrap();
+    settings.log_retention_days = 7;
+    s.apply(vec![Change::PutTenantSettings(settings.clone())])
+        .await
+        .unwrap();
+    assert_eq!(
+        s.get_tenant_settings(&a.tenant_id).await.unwrap(),
+        Some(settings)
+    );
 }

@@ -1,0 +1,46 @@
+-- The vault (a check value for the master key, per-tenant data keys wrapped
+-- by it), integration principals, and per-tenant settings.
+
+-- One row: proves at start-up that the configured master key is the one this
+-- database was set up with.
+CREATE TABLE vault_meta (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    key_id      TEXT NOT NULL,
+    nonce       BLOB NOT NULL,
+    ciphertext  BLOB NOT NULL,
+    updated_at  INTEGER NOT NULL
+);
+
+-- Per-tenant data keys, each wrapped by a master key. The highest version
+-- that is not retired encrypts new credentials.
+CREATE TABLE tenant_keys (
+    tenant_id       TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    version         INTEGER NOT NULL,
+    master_key_id   TEXT NOT NULL,
+    nonce           BLOB NOT NULL,
+    wrapped_key     BLOB NOT NULL,
+    created_at      INTEGER NOT NULL,
+    retired_at      INTEGER,
+    PRIMARY KEY (tenant_id, version)
+);
+
+-- Each enabled connection acts as its own principal with explicit grants.
+CREATE TABLE integration_principals (
+    tenant_id       TEXT NOT NULL,
+    organization_id TEXT NOT NULL,
+    integration_id  TEXT NOT NULL,
+    principal_id    TEXT NOT NULL UNIQUE,
+    key_id          TEXT NOT NULL UNIQUE,
+    action_keys     TEXT NOT NULL,
+    created_at      INTEGER NOT NULL,
+    revoked_at      INTEGER,
+    PRIMARY KEY (tenant_id, organization_id, integration_id),
+    FOREIGN KEY (tenant_id, organization_id) REFERENCES organizations(tenant_id, id) ON DELETE CASCADE
+);
+
+CREATE TABLE tenant_settings (
+    tenant_id                   TEXT PRIMARY KEY REFERENCES tenants(id) ON DELETE CASCADE,
+    log_retention_days          INTEGER NOT NULL,
+    error_log_retention_days    INTEGER NOT NULL,
+    updated_at                  INTEGER NOT NULL
+);
