@@ -481,7 +481,12 @@ macro_rules! impl_store {
                     .bind(tenant_id.as_str())
                     .bind(*version)
                     .execute(conn)
-                    .await?,
+                    .await
+                    .map_err(|e| match StoreError::from(e) {
+                        // The credentials' foreign key keeps a data key that is still needed.
+                        StoreError::NotFound(_) => StoreError::Conflict(format!("data key {version} of tenant `{tenant_id}` still encrypts credentials")),
+                        other => other,
+                    })?,
                 Change::ReplaceCredential { record: c, expect_key_id } => {
                     let r = sqlx::query(
                         "UPDATE integration_credentials SET key_id = $4, key_version = $5, nonce = $6, ciphertext = $7, updated_at = $8

@@ -100,6 +100,7 @@ async fn tenant(store: &dyn Store, slug: &str) -> Scope {
                 name: "Main".into(),
                 created_at: t(1),
             }),
+            Change::PutTenantKey(tkey(&scope.tenant_id, 1, "m1")),
         ])
         .await
         .unwrap();
@@ -925,6 +926,11 @@ async fn concurrent_writers_all_succeed(f: Fixture) {
 async fn rows_of_unknown_organizations_are_refused(f: Fixture) {
     let s = &*f.store;
     let a = tenant(s, "acme").await;
+    // A credential cannot name a data key version that does not exist.
+    let mut unknown_key = cred(&a, "gateway_stripe", "k", 1);
+    unknown_key.key_version = 42;
+    let r = s.apply(vec![Change::PutCredential(unknown_key)]).await;
+    assert!(matches!(r, Err(StoreError::NotFound(_))), "{r:?}");
     let wrong = Scope {
         tenant_id: a.tenant_id.clone(),
         organization_id: OrganizationId::new("not_ours"),
@@ -1002,12 +1008,7 @@ async fn tenant_keys_are_versioned_rewrapped_and_retired(f: Fixture) {
     let s = &*f.store;
     let a = tenant(s, "acme").await;
     let b = tenant(s, "globex").await;
-    s.apply(vec![
-        Change::PutTenantKey(tkey(&a.tenant_id, 1, "m1")),
-        Change::PutTenantKey(tkey(&b.tenant_id, 1, "m1")),
-    ])
-    .await
-    .unwrap();
+    // tenant() made version 1 of each tenant's key.
     let dup = s
         .apply(vec![Change::PutTenantKey(tkey(&a.tenant_id, 1, "m1"))])
         .await;
@@ -1071,6 +1072,31 @@ async fn tenant_keys_are_versioned_rewrapped_and_retired(f: Fixture) {
             .retired_at,
         Some(t(50))
     );
+    // A key that still encrypts a credential cannot be deleted.
+    s.apply(vec![Change::PutCredential(cred(
+        &a,
+        "gateway_stripe",
+        "k1",
+        1,
+    ))])
+    .await
+    .unwrap();
+    let used = s
+        .apply(vec![Change::DeleteTenantKey {
+            tenant_id: a.tenant_id.clone(),
+            version: 1,
+        }])
+        .await;
+    assert!(
+        matches!(&used, Err(StoreError::Conflict(m)) if m.contains("still encrypts")),
+        "{used:?}"
+    );
+    s.apply(vec![Change::DeleteCredential {
+        scope: a.clone(),
+        integration_id: "gateway_stripe".into(),
+    }])
+    .await
+    .unwrap();
     s.apply(vec![Change::DeleteTenantKey {
         tenant_id: a.tenant_id.clone(),
         version: 1,
@@ -1106,6 +1132,9 @@ async fn credentials_are_reencrypted_by_compare_and_set(f: Fixture) {
         2
     );
 
+    s.apply(vec![Change::PutTenantKey(tkey(&a.tenant_id, 2, "m1"))])
+        .await
+        .unwrap();
     let mut next = cred(&a, "gateway_stripe", "k1b", 7);
     next.key_version = 2;
     let lost = s

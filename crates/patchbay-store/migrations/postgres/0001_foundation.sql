@@ -1,4 +1,4 @@
--- Foundation tables: tenancy, API tokens, credentials, integration states,
+-- Foundation tables: tenancy, API tokens, tenant data keys, credentials, integration states,
 -- operation logs, the event outbox and the audit trail.
 -- Timestamps are BIGINT microseconds since the Unix epoch (UTC); read them with
 -- to_timestamp(col / 1e6). Every tenant-owned row carries tenant_id and
@@ -38,6 +38,19 @@ CREATE TABLE api_tokens (
     CHECK ((tenant_id IS NULL) = (organization_id IS NULL))
 );
 
+-- Per-tenant data keys, each wrapped by a master key. The highest version
+-- that is not retired encrypts new credentials.
+CREATE TABLE tenant_keys (
+    tenant_id       TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    version         BIGINT NOT NULL,
+    master_key_id   TEXT NOT NULL,
+    nonce           BYTEA NOT NULL,
+    wrapped_key     BYTEA NOT NULL,
+    created_at      BIGINT NOT NULL,
+    retired_at      BIGINT,
+    PRIMARY KEY (tenant_id, version)
+);
+
 CREATE TABLE integration_credentials (
     tenant_id       TEXT NOT NULL,
     organization_id TEXT NOT NULL,
@@ -50,7 +63,9 @@ CREATE TABLE integration_credentials (
     updated_at      BIGINT NOT NULL,
     last_used_at    BIGINT,
     PRIMARY KEY (tenant_id, organization_id, integration_id),
-    FOREIGN KEY (tenant_id, organization_id) REFERENCES organizations(tenant_id, id) ON DELETE CASCADE
+    FOREIGN KEY (tenant_id, organization_id) REFERENCES organizations(tenant_id, id) ON DELETE CASCADE,
+    -- A data key cannot be deleted while a credential still needs it.
+    FOREIGN KEY (tenant_id, key_version) REFERENCES tenant_keys(tenant_id, version)
 );
 
 CREATE TABLE integration_states (

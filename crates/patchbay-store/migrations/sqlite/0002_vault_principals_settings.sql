@@ -1,5 +1,5 @@
--- The vault (a check value for the master key, per-tenant data keys wrapped
--- by it), integration principals, and per-tenant settings.
+-- The vault's master-key check value, integration principals, and per-tenant
+-- settings.
 
 -- One row: proves at start-up that the configured master key is the one this
 -- database was set up with.
@@ -9,19 +9,6 @@ CREATE TABLE vault_meta (
     nonce       BLOB NOT NULL,
     ciphertext  BLOB NOT NULL,
     updated_at  INTEGER NOT NULL
-);
-
--- Per-tenant data keys, each wrapped by a master key. The highest version
--- that is not retired encrypts new credentials.
-CREATE TABLE tenant_keys (
-    tenant_id       TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
-    version         INTEGER NOT NULL,
-    master_key_id   TEXT NOT NULL,
-    nonce           BLOB NOT NULL,
-    wrapped_key     BLOB NOT NULL,
-    created_at      INTEGER NOT NULL,
-    retired_at      INTEGER,
-    PRIMARY KEY (tenant_id, version)
 );
 
 -- Each enabled connection acts as its own principal with explicit grants.
