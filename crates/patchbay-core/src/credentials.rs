@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The kind of value a credential field holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FieldType {
     Text,
@@ -44,7 +44,7 @@ impl FieldType {
 }
 
 /// One choice of a `select` field.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SelectOption {
     pub value: String,
@@ -52,7 +52,7 @@ pub struct SelectOption {
 }
 
 /// How an `oauth2` field obtains its tokens from the provider.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all(serialize = "camelCase"))]
 pub struct OAuth2Config {
     /// The provider's authorization endpoint (authorization-code grant).
@@ -71,7 +71,9 @@ pub struct OAuth2Config {
 }
 
 /// The OAuth 2.0 grant a connection uses.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum OAuth2Grant {
     #[default]
@@ -80,7 +82,7 @@ pub enum OAuth2Grant {
 }
 
 /// One field of a credentials form.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all(serialize = "camelCase"))]
 pub struct CredentialField {
     pub key: String,
@@ -103,7 +105,7 @@ pub struct CredentialField {
 }
 
 /// The fields of a credentials form, in display order.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CredentialSchema {
     #[serde(default)]

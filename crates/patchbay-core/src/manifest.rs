@@ -36,7 +36,7 @@ use crate::text;
 use crate::version::ApiVersion;
 
 /// One integration: a spoke of a hub that a tenant can enable and configure.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all(serialize = "camelCase"))]
 pub struct Integration {
     pub id: String,
@@ -78,7 +78,7 @@ pub struct Integration {
 
 /// A bundle: one package contributing several integrations that share one set
 /// of credentials (SPEC-045a §1.2).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all(serialize = "camelCase"))]
 pub struct Bundle {
     pub id: String,
@@ -106,7 +106,7 @@ pub struct Bundle {
 }
 
 /// How an integration's health is checked.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all(serialize = "camelCase"))]
 pub struct HealthCheck {
     /// The name of the check the connector implements.
@@ -123,7 +123,7 @@ impl HealthCheck {
 }
 
 /// Which way data flows between Patchbay and the provider.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Direction {
     Inbound,
@@ -132,7 +132,7 @@ pub enum Direction {
 }
 
 /// What an integration can do.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all(serialize = "camelCase"))]
 pub struct Capabilities {
     pub direction: Direction,
@@ -148,7 +148,7 @@ pub struct Capabilities {
 }
 
 /// Inbound webhook support.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all(serialize = "camelCase"))]
 pub struct Webhooks {
     pub scheme: WebhookScheme,
@@ -158,7 +158,7 @@ pub struct Webhooks {
 }
 
 /// How inbound webhook requests are authenticated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum WebhookScheme {
     /// Standard Webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature`).
@@ -246,6 +246,23 @@ impl<'de> Deserialize<'de> for HostRule {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         HostRule::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl schemars::JsonSchema for HostRule {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "HostRule".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "`host`, `host:port`, `*.domain`, or `{credentialField}` for the host a tenant configures"
+        })
     }
 }
 

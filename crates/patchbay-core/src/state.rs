@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 /// The lifecycle of one integration for one scope (implementation guide
 /// "Connection lifecycle"): `draft` → `enabled` ↔ `disabled`, and `revoked`
 /// (credentials destroyed), after which only a new draft can follow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum IntegrationStatus {
     Draft,
@@ -42,7 +42,19 @@ impl IntegrationStatus {
 }
 
 /// The level of an operation-log entry (SPEC-045a §3.3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum LogLevel {
     Debug,

@@ -44,9 +44,11 @@ pub struct HttpUrl<'a> {
     pub port: Option<u16>,
 }
 
-/// Parses an absolute `http` or `https` URL and returns its scheme, host and port.
+/// Parses an absolute `http` or `https` URL and returns its scheme, host and
+/// port. Errors never repeat the input (it may be a secret typed into the
+/// wrong field); callers name the field.
 pub fn parse_http_url(s: &str) -> Result<HttpUrl<'_>, String> {
-    let bad = |why: &str| Err(format!("`{s}` is not a valid http(s) URL: {why}"));
+    let bad = |why: &str| Err(format!("not a valid http(s) URL: {why}"));
     if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return bad("it contains whitespace or control characters");
     }
@@ -90,7 +92,8 @@ pub fn parse_http_url(s: &str) -> Result<HttpUrl<'_>, String> {
         return bad("it has no host");
     }
     if !host.starts_with('[') {
-        check_host_name(host).map_err(|why| format!("`{s}` is not a valid http(s) URL: {why}"))?;
+        check_host_name(host)
+            .map_err(|_| "not a valid http(s) URL: the host is malformed".to_owned())?;
     }
     let port = match port {
         None => None,

@@ -44,7 +44,7 @@ impl Timestamp {
     /// `Z` or `±hh:mm` offset) or a bare date (`2026-02-24`, meaning midnight UTC).
     #[allow(clippy::many_single_char_names)] // h, m, s: the names RFC 3339 itself uses.
     pub fn parse_rfc3339(s: &str) -> Result<Timestamp, String> {
-        let bad = || format!("`{s}` is not an RFC 3339 timestamp like 2026-02-24T00:00:00Z");
+        let bad = || "not an RFC 3339 timestamp like 2026-02-24T00:00:00Z".to_owned();
         let date = Date::parse(s.get(..10).ok_or_else(bad)?).map_err(|_| bad())?;
         let days = days_from_civil(
             i64::from(date.year()),
@@ -149,6 +149,20 @@ impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         Timestamp::parse_rfc3339(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl schemars::JsonSchema for Timestamp {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Timestamp".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "type": "string", "format": "date-time" })
     }
 }
 

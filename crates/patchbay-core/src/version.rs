@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::date::Date;
 
 /// Whether an API version is current or on its way out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum VersionStatus {
     Stable,
@@ -15,7 +15,7 @@ pub enum VersionStatus {
 }
 
 /// One external API version an integration supports.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all(serialize = "camelCase"))]
 pub struct ApiVersion {
     pub id: String,

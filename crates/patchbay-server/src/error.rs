@@ -1,97 +1,167 @@
 //! One error type for every HTTP handler, rendered as RFC 9457
 //! `application/problem+json` with a stable, documented `code`.
 //!
-//! The catalog of codes is [`ErrorCode`]: clients match on `code`, never on
-//! the human `detail`. Internal errors are logged with their cause and
-//! answered with a generic message, so nothing internal (or secret) leaks.
+//! Clients match on `code`, never on the human `detail`. [`CODES`] is the
+//! catalog (also published in the OpenAPI document). Internal errors are
+//! logged where they happen and answered with a generic message, so nothing
+//! internal — or secret — leaks.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use patchbay_service::{FieldError, ServiceError};
 use serde::Serialize;
 
-/// Every error code the API can answer with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorCode {
-    /// A query-string parameter is missing, unknown or malformed.
-    InvalidQuery,
-    /// The requested resource does not exist (or belongs to someone else).
-    NotFound,
-    /// The route exists but not for this HTTP method.
-    MethodNotAllowed,
-    /// The database is unreachable or not migrated yet.
-    NotReady,
-    /// An unexpected failure; details are in the server log.
-    Internal,
-}
+/// Every error code: (code, HTTP status, title, when it happens).
+pub const CODES: &[(&str, u16, &str, &str)] = &[
+    (
+        "invalid_query",
+        400,
+        "Invalid query parameter",
+        "A query-string parameter is unknown or malformed; `field` names it.",
+    ),
+    (
+        "invalid_json",
+        400,
+        "Malformed JSON",
+        "The body is not well-formed JSON.",
+    ),
+    (
+        "unauthenticated",
+        401,
+        "Unauthenticated",
+        "No valid `Authorization: Bearer pb_…` token: missing, unknown, revoked or expired.",
+    ),
+    (
+        "forbidden",
+        403,
+        "Forbidden",
+        "The token lacks the feature the route needs, or has the wrong kind of scope.",
+    ),
+    (
+        "not_found",
+        404,
+        "Not found",
+        "No such object — or one belonging to another tenant, which is answered the same way.",
+    ),
+    (
+        "method_not_allowed",
+        405,
+        "Method not allowed",
+        "The route exists but not for this HTTP method.",
+    ),
+    ("conflict", 409, "Conflict", "The object already exists."),
+    (
+        "stale",
+        409,
+        "Changed concurrently",
+        "The object changed between read and write; read it again and retry.",
+    ),
+    (
+        "enable_refused",
+        409,
+        "Cannot enable",
+        "Enabling is refused; `errors` lists every reason (missing credentials, sunset API version).",
+    ),
+    (
+        "invalid_transition",
+        409,
+        "Invalid lifecycle transition",
+        "The integration's current status cannot become the requested one.",
+    ),
+    (
+        "bundle_refused",
+        409,
+        "Bundle change refused",
+        "Not every member of the bundle can change; `errors` lists every reason per member.",
+    ),
+    (
+        "payload_too_large",
+        413,
+        "Payload too large",
+        "The body exceeds the size limit (64 KiB).",
+    ),
+    (
+        "unsupported_media_type",
+        415,
+        "Unsupported media type",
+        "The body must be `application/json`.",
+    ),
+    (
+        "invalid_body",
+        422,
+        "Invalid body",
+        "The JSON has a wrong type, a missing or an unknown field; `field` names it.",
+    ),
+    (
+        "validation_failed",
+        422,
+        "Validation failed",
+        "The input breaks the rules; `errors` lists every problem with its field.",
+    ),
+    (
+        "not_ready",
+        503,
+        "Not ready",
+        "The database is unreachable or not fully migrated.",
+    ),
+    (
+        "internal",
+        500,
+        "Internal server error",
+        "An unexpected failure; the server log has the details.",
+    ),
+];
 
-impl ErrorCode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::InvalidQuery => "invalid_query",
-            ErrorCode::NotFound => "not_found",
-            ErrorCode::MethodNotAllowed => "method_not_allowed",
-            ErrorCode::NotReady => "not_ready",
-            ErrorCode::Internal => "internal",
-        }
-    }
-
-    pub fn status(self) -> StatusCode {
-        match self {
-            ErrorCode::InvalidQuery => StatusCode::BAD_REQUEST,
-            ErrorCode::NotFound => StatusCode::NOT_FOUND,
-            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ErrorCode::NotReady => StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
-    fn title(self) -> &'static str {
-        match self {
-            ErrorCode::InvalidQuery => "Invalid query parameter",
-            ErrorCode::NotFound => "Not found",
-            ErrorCode::MethodNotAllowed => "Method not allowed",
-            ErrorCode::NotReady => "Not ready",
-            ErrorCode::Internal => "Internal server error",
-        }
-    }
-}
-
-/// An API error: a code, a human explanation, and optionally the offending field.
+/// An API error.
 #[derive(Debug)]
 pub struct ApiError {
-    pub code: ErrorCode,
+    pub code: &'static str,
     pub detail: String,
+    /// The single offending field, for request-shape errors.
     pub field: Option<String>,
+    /// Every problem, for rule violations.
+    pub errors: Vec<FieldError>,
 }
 
 impl ApiError {
-    pub fn new(code: ErrorCode, detail: impl Into<String>) -> ApiError {
+    /// An error with a catalogued `code`.
+    pub fn new(code: &'static str, detail: impl Into<String>) -> ApiError {
+        debug_assert!(
+            CODES.iter().any(|c| c.0 == code),
+            "uncatalogued error code {code}"
+        );
         ApiError {
             code,
             detail: detail.into(),
             field: None,
+            errors: Vec::new(),
         }
     }
 
-    pub fn invalid_query(field: &str, detail: impl Into<String>) -> ApiError {
-        ApiError {
-            code: ErrorCode::InvalidQuery,
-            detail: detail.into(),
-            field: Some(field.to_owned()),
-        }
+    #[must_use]
+    pub fn with_field(mut self, field: impl Into<String>) -> ApiError {
+        self.field = Some(field.into());
+        self
     }
 
     pub fn not_found(what: impl Into<String>) -> ApiError {
-        ApiError::new(ErrorCode::NotFound, what)
+        ApiError::new("not_found", what)
     }
 
     /// An unexpected failure: the cause goes to the log, not to the client.
     pub fn internal(cause: &dyn std::fmt::Display) -> ApiError {
         tracing::error!(error = %cause, "internal error");
         ApiError::new(
-            ErrorCode::Internal,
+            "internal",
             "an unexpected error occurred; the server log has the details",
         )
+    }
+
+    fn entry(&self) -> (u16, &'static str) {
+        CODES
+            .iter()
+            .find(|c| c.0 == self.code)
+            .map_or((500, "Internal server error"), |c| (c.1, c.2))
     }
 }
 
@@ -105,40 +175,76 @@ struct Problem<'a> {
     detail: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     field: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    errors: &'a [FieldError],
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = self.code.status();
+        let (status, title) = self.entry();
         let body = Problem {
-            kind: format!("https://patchbay.dev/errors/{}", self.code.as_str()),
-            title: self.code.title(),
-            status: status.as_u16(),
-            code: self.code.as_str(),
+            kind: format!("https://patchbay.dev/errors/{}", self.code),
+            title,
+            status,
+            code: self.code,
             detail: &self.detail,
             field: self.field.as_deref(),
+            errors: &self.errors,
         };
         let json = serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec());
-        let mut resp = (status, json).into_response();
+        let mut resp = (
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            json,
+        )
+            .into_response();
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if self.code == "unauthenticated" {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"patchbay\""),
+            );
+        }
         resp
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::Unauthenticated(m) => ApiError::new("unauthenticated", m),
+            ServiceError::Forbidden(m) => ApiError::new("forbidden", m),
+            ServiceError::NotFound(m) => ApiError::new("not_found", m),
+            ServiceError::Invalid { message, errors } => ApiError {
+                errors,
+                ..ApiError::new("validation_failed", message)
+            },
+            ServiceError::Conflict {
+                code,
+                message,
+                errors,
+            } => {
+                let code = if CODES.iter().any(|c| c.0 == code && c.1 == 409) {
+                    code
+                } else {
+                    "conflict"
+                };
+                ApiError {
+                    errors,
+                    ..ApiError::new(code, message)
+                }
+            }
+            ServiceError::Unavailable(m) => ApiError::new("not_ready", m),
+            // Already logged by the service.
+            ServiceError::Internal(m) => ApiError::new("internal", m),
+        }
     }
 }
 
 impl From<patchbay_store::StoreError> for ApiError {
     fn from(e: patchbay_store::StoreError) -> Self {
-        match e {
-            patchbay_store::StoreError::Unavailable(_) => {
-                tracing::warn!(error = %e, "database unavailable");
-                ApiError::new(
-                    ErrorCode::NotReady,
-                    "the database is unavailable; try again shortly",
-                )
-            }
-            other => ApiError::internal(&other),
-        }
+        ServiceError::from(e).into()
     }
 }

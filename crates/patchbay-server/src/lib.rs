@@ -1,88 +1,70 @@
 //! Patchbay's HTTP server: the REST API, probes and request logging, on axum.
 //!
-//! [`router`] builds the application from an [`AppState`]; [`serve`] runs it on
-//! a bound listener until a shutdown signal, then drains in-flight requests.
+//! [`routes::table`] lists every route once; the router and the OpenAPI 3.1
+//! document (`/api/openapi.json`) are both built from it. [`serve`] runs the
+//! router on a bound listener until a shutdown signal, then drains in-flight
+//! requests.
 //!
 //! Architecture invariants:
-//! * Only this crate knows HTTP. Handlers parse, call the store or the
-//!   registry, and map the result; rules live below them.
+//! * Only this crate knows HTTP. Handlers parse, call a service, map the
+//!   result; authorization and rules live in `patchbay-service`.
 //! * Every error response is `application/problem+json` with a stable code
-//!   (see [`error::ErrorCode`]); internal causes are logged, never echoed.
+//!   (see [`error::CODES`]); internal causes are logged, never echoed.
+//! * Request bodies are limited to 64 KiB and parsed strictly.
 
-pub mod catalog;
 pub mod error;
 pub mod extract;
-pub mod health;
+pub mod handlers;
+pub mod routes;
 
 use std::future::Future;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::Request;
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::get;
-use patchbay_core::Registry;
-use patchbay_store::Store;
+use patchbay_service::Services;
 
-use crate::error::{ApiError, ErrorCode};
+use crate::error::ApiError;
+
+/// The largest request body accepted.
+pub const BODY_LIMIT: usize = 64 * 1024;
 
 /// What every handler can reach. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct AppState {
-    inner: Arc<Inner>,
-}
-
-#[derive(Debug)]
-struct Inner {
-    store: Arc<dyn Store>,
-    /// Swapped whole when connectors are installed; readers keep the `Arc` they took.
-    registry: RwLock<Arc<Registry>>,
+    services: Services,
+    openapi: Arc<OnceLock<String>>,
 }
 
 impl AppState {
-    pub fn new(store: Arc<dyn Store>, registry: Registry) -> AppState {
+    pub fn new(services: Services) -> AppState {
         AppState {
-            inner: Arc::new(Inner {
-                store,
-                registry: RwLock::new(Arc::new(registry)),
-            }),
+            services,
+            openapi: Arc::new(OnceLock::new()),
         }
     }
 
-    pub fn store(&self) -> &dyn Store {
-        &*self.inner.store
+    pub fn services(&self) -> &Services {
+        &self.services
     }
 
-    /// The current catalog.
-    pub fn registry(&self) -> Arc<Registry> {
-        self.inner
-            .registry
-            .read()
-            .map_or_else(|poisoned| poisoned.into_inner().clone(), |r| r.clone())
-    }
-
-    /// Replaces the catalog (after installing or removing connectors).
-    pub fn set_registry(&self, registry: Registry) {
-        let mut slot = self
-            .inner
-            .registry
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *slot = Arc::new(registry);
+    /// The OpenAPI document, generated on first request.
+    pub fn openapi_json(&self) -> String {
+        self.openapi
+            .get_or_init(|| routes::openapi().to_string())
+            .clone()
     }
 }
 
 /// The whole application.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/api/catalog", get(catalog::list))
-        .route("/api/catalog/{id}", get(catalog::get))
+    routes::router()
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn(log_request))
         .with_state(state)
 }
@@ -93,13 +75,13 @@ async fn not_found(uri: axum::http::Uri) -> ApiError {
 
 async fn method_not_allowed() -> ApiError {
     ApiError::new(
-        ErrorCode::MethodNotAllowed,
+        "method_not_allowed",
         "this route does not accept that HTTP method",
     )
 }
 
-/// Logs each request: method, path (never the query, which may carry
-/// tokens), status and duration.
+/// Logs each request: method, path (never the query or headers, which may
+/// carry tokens), status and duration.
 async fn log_request(req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().clone();

@@ -1,247 +1,670 @@
-//! The HTTP API against a real server on 127.0.0.1:0 with a real database.
+//! The HTTP API against a real server on 127.0.0.1:0 with a real database:
+//! the OpenAPI document, authentication and features on every route, tenant
+//! isolation on every route, strict bodies, and the main flows.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+mod common;
 
-use patchbay_store::{DatabaseConfig, Store};
-use patchbay_testkit::http;
-use serde_json::Value;
+use common::{ALL, Db, TestServer, assert_problem, stripe};
+use patchbay_server::routes::{self, Auth};
+use serde_json::{Value, json};
 
-/// A server running on its own runtime thread; stops when dropped.
-struct TestServer {
-    addr: SocketAddr,
-    store: Arc<dyn Store>,
-    runtime: tokio::runtime::Runtime,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    _dir: Option<tempfile::TempDir>,
+fn server() -> TestServer {
+    TestServer::start(Db::Sqlite).unwrap()
 }
 
-impl TestServer {
-    fn start(config: Option<DatabaseConfig>) -> TestServer {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let (dir, config) = if let Some(c) = config {
-            (None, c)
-        } else {
-            let dir = tempfile::tempdir().unwrap();
-            let c = DatabaseConfig::from_settings(dir.path(), None).unwrap();
-            (Some(dir), c)
-        };
-        let store = runtime.block_on(patchbay_store::connect(&config)).unwrap();
-        let registry = patchbay_connectors::builtin_registry().unwrap();
-        let state = patchbay_server::AppState::new(store.clone(), registry);
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        runtime.spawn(patchbay_server::serve(
-            listener,
-            patchbay_server::router(state),
-            async {
-                let _ = stopped.await;
-            },
-        ));
-        TestServer {
-            addr,
-            store,
-            runtime,
-            stop: Some(stop),
-            _dir: dir,
+/// A concrete path for a route, with ids that exist.
+fn concrete(path: &str, tenant: &str, token_id: &str) -> String {
+    let id = if path.starts_with("/api/bundles") {
+        "sync_medusa"
+    } else if path.starts_with("/api/tenants") {
+        tenant
+    } else if path.starts_with("/api/tokens") {
+        token_id
+    } else {
+        "gateway_stripe"
+    };
+    path.replace("{id}", id)
+}
+
+/// A valid body for each route that takes one.
+fn body(operation: &str, n: usize, tenant: &str) -> Option<Value> {
+    Some(match operation {
+        "setIntegrationState" => json!({ "status": "enabled" }),
+        "putCredentials" => stripe("sk_matrix"),
+        "setBundleState" => json!({ "enabled": false }),
+        "putSettings" => json!({ "logRetentionDays": 30, "errorLogRetentionDays": 90 }),
+        "createTenant" => json!({ "slug": format!("t-{n}"), "name": "T" }),
+        "createOrganization" => json!({ "slug": format!("o-{n}"), "name": "O" }),
+        "createToken" => {
+            json!({ "name": "x", "tenantId": tenant, "features": ["integrations.view"] })
         }
-    }
-
-    fn get(&self, path: &str) -> (u16, Value, http::Response) {
-        let r = http::get(self.addr, path).unwrap();
-        let json = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
-        (r.status, json, r)
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-    }
-}
-
-#[track_caller]
-fn assert_problem(r: &http::Response, json: &Value, status: u16, code: &str) {
-    assert_eq!(r.status, status, "{}", r.text());
-    assert_eq!(r.header("content-type"), Some("application/problem+json"));
-    assert_eq!(json["code"], code, "{json}");
-    assert_eq!(json["status"], status);
-    assert!(
-        json["detail"].as_str().is_some_and(|d| !d.is_empty()),
-        "{json}"
-    );
-}
-
-fn ids(v: &Value) -> Vec<String> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["id"].as_str().unwrap().to_owned())
-        .collect()
+        _ => return None,
+    })
 }
 
 #[test]
-fn probes_answer_alive_and_ready() {
-    let s = TestServer::start(None);
-    let (status, json, _) = s.get("/healthz");
-    assert_eq!((status, json["status"].as_str()), (200, Some("alive")));
-    let (status, json, _) = s.get("/readyz");
-    assert_eq!(status, 200, "{json}");
-    assert_eq!(json["status"], "ready");
-    assert_eq!(json["database"], "sqlite");
-    assert_eq!(json["migration"], 2);
+fn probes_answer_without_a_token() {
+    let s = server();
+    let r = s.call("GET", "/healthz", None, None);
+    assert_eq!((r.status, r.json["status"].as_str()), (200, Some("alive")));
+    let r = s.call("GET", "/readyz", None, None);
+    assert_eq!(r.status, 200, "{}", r.raw.text());
+    assert_eq!(
+        (r.json["database"].as_str(), r.json["migration"].as_i64()),
+        (Some("sqlite"), Some(2))
+    );
 }
 
 #[test]
 fn readiness_fails_when_the_database_is_gone() {
-    let s = TestServer::start(None);
+    let s = server();
     s.runtime.block_on(s.store.close());
-    let (_, json, r) = s.get("/readyz");
-    assert_problem(&r, &json, 503, "not_ready");
-    // Liveness is unaffected: the process still serves.
-    assert_eq!(s.get("/healthz").0, 200);
+    assert_problem(&s.call("GET", "/readyz", None, None), 503, "not_ready");
+    assert_eq!(s.call("GET", "/healthz", None, None).status, 200);
 }
 
 #[test]
-fn the_catalog_lists_every_integration_and_bundle() {
-    let s = TestServer::start(None);
-    let (status, json, r) = s.get("/api/catalog");
-    assert_eq!(status, 200);
-    assert_eq!(r.header("content-type"), Some("application/json"));
-    let reg = patchbay_connectors::builtin_registry().unwrap();
+fn the_openapi_document_describes_every_route_and_only_those() {
+    let s = server();
+    let r = s.call("GET", "/api/openapi.json", None, None);
+    assert_eq!(r.status, 200);
+    let doc = r.json;
+    assert_eq!(doc["openapi"], "3.1.0");
+    let table = routes::table();
+    let mut documented = 0;
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            documented += 1;
+            let route = table
+                .iter()
+                .find(|t| t.path == path && t.method == method)
+                .unwrap_or_else(|| panic!("{method} {path} documented but not routed"));
+            assert_eq!(op["operationId"], route.operation_id);
+            assert!(
+                op["responses"]
+                    .as_object()
+                    .unwrap()
+                    .contains_key(&route.status.to_string()),
+                "{method} {path}"
+            );
+            if let Auth::Feature(f) = route.auth {
+                assert_eq!(op["x-patchbay-feature"], f.as_str());
+            }
+        }
+    }
+    assert_eq!(documented, table.len(), "every route is documented");
+    // Every route answers (none falls through to the 404 fallback).
+    let (tenant, token) = s.tenant("doc", ALL);
+    for route in &table {
+        let path = concrete(route.path, &tenant, "tok_none");
+        let r = s.call(
+            &route.method.to_ascii_uppercase(),
+            &path,
+            Some(&token),
+            body(route.operation_id, 0, &tenant).as_ref(),
+        );
+        let fell_through = r.status == 404
+            && r.json["detail"]
+                .as_str()
+                .is_some_and(|d| d.starts_with("no route"));
+        assert!(!fell_through, "{} {path} is not routed", route.method);
+    }
+    // Every $ref resolves.
+    let text = doc.to_string();
+    for part in text.split("\"$ref\":\"#/components/").skip(1) {
+        let target = part.split('"').next().unwrap();
+        let mut node = &doc["components"];
+        for seg in target.split('/') {
+            node = &node[seg];
+        }
+        assert!(!node.is_null(), "dangling $ref {target}");
+    }
+    assert!(doc["x-error-codes"].as_array().unwrap().len() >= 15);
+}
+
+#[test]
+fn every_route_checks_the_token_and_its_features() {
+    let s = server();
+    let (tenant, _) = s.tenant("acme", ALL);
+    let spare = s.post(
+        "/api/tokens",
+        &s.admin,
+        &json!({ "name": "spare", "tenantId": tenant, "features": ["integrations.view"] }),
+    );
+    let spare_id = spare.json["id"].as_str().unwrap().to_owned();
+    let only = |f: &str| s.token(&tenant, &[f]);
+    let all_but = |f: &str| {
+        s.token(
+            &tenant,
+            &ALL.iter().copied().filter(|x| *x != f).collect::<Vec<_>>(),
+        )
+    };
+    for (n, route) in routes::table().iter().enumerate() {
+        let method = route.method.to_ascii_uppercase();
+        let path = concrete(route.path, &tenant, &spare_id);
+        let b = body(route.operation_id, n, &tenant);
+        let call = |token: Option<&str>| s.call(&method, &path, token, b.as_ref());
+        match route.auth {
+            Auth::Public => assert_ne!(call(None).status, 401, "{method} {path}"),
+            Auth::Token => {
+                assert_problem(&call(None), 401, "unauthenticated");
+                assert_problem(&call(Some("pb_not_a_real_token")), 401, "unauthenticated");
+                let r = call(Some(&only("integrations.view")));
+                assert!(r.status < 400, "{method} {path}: {}", r.raw.text());
+            }
+            Auth::Feature(f) if f.as_str() == "platform.admin" => {
+                assert_problem(&call(None), 401, "unauthenticated");
+                assert_problem(&call(Some(&s.token(&tenant, ALL))), 403, "forbidden");
+                let r = call(Some(&s.admin));
+                assert!(
+                    r.status != 401 && r.status != 403,
+                    "{method} {path}: {}",
+                    r.raw.text()
+                );
+            }
+            Auth::Feature(f) => {
+                assert_problem(&call(None), 401, "unauthenticated");
+                let without = call(Some(&all_but(f.as_str())));
+                assert_problem(&without, 403, "forbidden");
+                assert!(
+                    without.json["detail"]
+                        .as_str()
+                        .unwrap()
+                        .contains(f.as_str())
+                );
+                let with = call(Some(&only(f.as_str())));
+                assert!(
+                    with.status != 401 && with.status != 403,
+                    "{method} {path} with {}: {}",
+                    f.as_str(),
+                    with.raw.text()
+                );
+                // A platform token has no tenant scope for tenant routes.
+                assert_problem(&call(Some(&s.admin)), 403, "forbidden");
+            }
+        }
+    }
+    let revoked = s.call(
+        "DELETE",
+        &format!("/api/tokens/{spare_id}"),
+        Some(&s.admin),
+        None,
+    );
+    assert!(revoked.status == 204 || revoked.status == 404);
+}
+
+#[test]
+fn no_route_shows_one_tenant_anything_of_another() {
+    let s = server();
+    let (a_id, a) = s.tenant("alpha", ALL);
+    let (b_id, b) = s.tenant("bravo", ALL);
+    // Tenant B's objects.
     assert_eq!(
-        json["items"].as_array().unwrap().len(),
-        reg.integrations().len()
+        s.put(
+            "/api/integrations/gateway_stripe/credentials",
+            &b,
+            &stripe("sk_BRAVO_CANARY")
+        )
+        .status,
+        200
     );
-    let bundles = json["bundles"].as_array().unwrap();
-    assert_eq!(bundles.len(), 1);
-    assert_eq!(bundles[0]["id"], "sync_medusa");
-    assert_eq!(bundles[0]["integrationCount"], 5);
-    assert_eq!(bundles[0]["members"].as_array().unwrap().len(), 5);
-    let categories = json["categories"].as_array().unwrap();
-    assert_eq!(categories.len(), 7);
-    assert!(
-        categories.iter().all(|c| c["count"].as_u64().unwrap() >= 1),
-        "every category has an entry"
+    assert_eq!(
+        s.put(
+            "/api/integrations/gateway_stripe/state",
+            &b,
+            &json!({ "status": "enabled" })
+        )
+        .status,
+        200
     );
-    let stripe = json["items"]
+    assert_eq!(
+        s.put(
+            "/api/settings",
+            &b,
+            &json!({ "logRetentionDays": 7, "errorLogRetentionDays": 14 })
+        )
+        .status,
+        200
+    );
+    let b_key = s
+        .get("/api/integrations/gateway_stripe/credentials", &b)
+        .json["keyId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let b_principal = s.get("/api/integrations/gateway_stripe/principal", &b).json["principalId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let b_token_id = s.get("/api/me", &b).json["tokenId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let secrets = ["BRAVO_CANARY", &b_id, &b_key, &b_principal, &b_token_id];
+
+    let mut seen = String::new();
+    for (n, route) in routes::table().iter().enumerate() {
+        let method = route.method.to_ascii_uppercase();
+        // B's ids wherever a route takes one.
+        let path = route.path.replace(
+            "{id}",
+            if route.path.starts_with("/api/tenants") {
+                &b_id
+            } else if route.path.starts_with("/api/tokens") {
+                &b_token_id
+            } else if route.path.starts_with("/api/bundles") {
+                "sync_medusa"
+            } else {
+                "gateway_stripe"
+            },
+        );
+        if route.operation_id == "putCredentials"
+            || route.operation_id == "deleteCredentials"
+            || route.operation_id == "setIntegrationState"
+        {
+            continue; // writes on A's own row; checked below
+        }
+        let r = s.call(
+            &method,
+            &path,
+            Some(&a),
+            body(route.operation_id, n, &a_id).as_ref(),
+        );
+        if route.path.starts_with("/api/tenants")
+            || route.path.starts_with("/api/tokens")
+            || route.path == "/api/audit"
+        {
+            assert_problem(&r, 403, "forbidden");
+        }
+        seen.push_str(&r.raw.text());
+    }
+    for secret in secrets {
+        assert!(
+            !seen.contains(secret),
+            "tenant A saw `{secret}` of tenant B"
+        );
+    }
+    // A's view of the shared catalog ids is its own: a draft without credentials.
+    let mine = s.get("/api/integrations/gateway_stripe", &a);
+    assert_eq!(
+        (
+            mine.json["state"]["status"].as_str(),
+            mine.json["credentials"]["configured"].as_bool()
+        ),
+        (Some("draft"), Some(false))
+    );
+    assert_eq!(s.get("/api/settings", &a).json["logRetentionDays"], 30);
+    // A deleting "its" credentials finds none, and B's are untouched.
+    assert_problem(
+        &s.call(
+            "DELETE",
+            "/api/integrations/gateway_stripe/credentials",
+            Some(&a),
+            None,
+        ),
+        404,
+        "not_found",
+    );
+    assert_eq!(
+        s.get("/api/integrations/gateway_stripe/credentials", &b)
+            .json["keyId"],
+        b_key.as_str()
+    );
+    assert!(s.get("/api/events", &a).json.as_array().unwrap().is_empty());
+}
+
+#[test]
+fn bodies_are_parsed_strictly_and_bounded() {
+    let s = server();
+    let (_, t) = s.tenant("acme", ALL);
+    let auth = format!("Bearer {t}");
+    let send = |body: &[u8], ctype: &str| {
+        let r = patchbay_testkit::http::request(
+            s.addr,
+            "PUT",
+            "/api/integrations/gateway_stripe/state",
+            &[("Authorization", &auth), ("Content-Type", ctype)],
+            body,
+        )
+        .unwrap();
+        common::Resp {
+            status: r.status,
+            json: serde_json::from_slice(&r.body).unwrap_or(Value::Null),
+            raw: r,
+        }
+    };
+    assert_problem(
+        &send(b"{\"status\": ", "application/json"),
+        400,
+        "invalid_json",
+    );
+    let wrong = send(b"{\"status\": 3}", "application/json");
+    assert_problem(&wrong, 422, "invalid_body");
+    assert_eq!(wrong.json["field"], "status");
+    let unknown = send(b"{\"staus\": \"enabled\"}", "application/json");
+    assert_problem(&unknown, 422, "invalid_body");
+    assert!(unknown.json["detail"].as_str().unwrap().contains("staus"));
+    let bad_value = send(b"{\"status\": \"on\"}", "application/json");
+    assert_problem(&bad_value, 422, "invalid_body");
+    assert_problem(
+        &send(b"status=enabled", "application/x-www-form-urlencoded"),
+        415,
+        "unsupported_media_type",
+    );
+    let big = format!(
+        "{{\"values\": {{\"publishableKey\": \"{}\"}}}}",
+        "x".repeat(70 * 1024)
+    );
+    let r = patchbay_testkit::http::request(
+        s.addr,
+        "PUT",
+        "/api/integrations/gateway_stripe/credentials",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        big.as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(r.status, 413, "{}", r.text());
+    // A nested field is named by its path.
+    let nested = s.put(
+        "/api/integrations/gateway_stripe/credentials",
+        &t,
+        &json!({ "values": 5 }),
+    );
+    assert_problem(&nested, 422, "invalid_body");
+    assert_eq!(nested.json["field"], "values");
+    // Query parameters too.
+    let q = s.get("/api/logs?level=loud&limit=0", &t);
+    assert_problem(&q, 422, "validation_failed");
+    assert_eq!(q.json["errors"].as_array().unwrap().len(), 2);
+    assert_problem(&s.get("/api/logs?colour=red", &t), 400, "invalid_query");
+    assert_problem(
+        &s.get("/api/integrations?category=payments", &t),
+        400,
+        "invalid_query",
+    );
+}
+
+#[test]
+fn an_operator_configures_and_enables_an_integration_end_to_end() {
+    let s = server();
+    let (tenant, t) = s.tenant("acme", ALL);
+    let me = s.get("/api/me", &t);
+    assert_eq!(
+        (me.json["scope"].as_str(), me.json["tenantId"].as_str()),
+        (Some("tenant"), Some(tenant.as_str()))
+    );
+
+    let refused = s.put(
+        "/api/integrations/gateway_stripe/state",
+        &t,
+        &json!({ "status": "enabled" }),
+    );
+    assert_problem(&refused, 409, "enable_refused");
+    assert_eq!(refused.json["errors"].as_array().unwrap().len(), 3);
+
+    let invalid = s.put(
+        "/api/integrations/gateway_stripe/credentials",
+        &t,
+        &json!({ "values": { "secretKey": 1, "nope": true } }),
+    );
+    assert_problem(&invalid, 422, "validation_failed");
+    let saved = s.put(
+        "/api/integrations/gateway_stripe/credentials",
+        &t,
+        &stripe("sk_live_e2e"),
+    );
+    assert_eq!(saved.status, 200);
+    assert_eq!(saved.json["values"]["secretKey"], "••••••••");
+    let picked = s.put(
+        "/api/integrations/gateway_stripe/state",
+        &t,
+        &json!({ "status": "enabled", "apiVersion": "2023-10-16" }),
+    );
+    assert_eq!(picked.status, 200, "{}", picked.raw.text());
+    assert_eq!(picked.json["state"]["status"], "enabled");
+    assert_eq!(picked.json["warnings"][0]["code"], "deprecated_api_version");
+    assert_eq!(picked.json["warnings"][0]["sunsetAt"], "2026-12-01");
+
+    let list = s.get("/api/integrations?category=payment", &t);
+    assert_eq!(
+        list.json["items"][0]["state"]["effectiveApiVersion"],
+        "2023-10-16"
+    );
+    let events = s.get("/api/events", &t).json;
+    let kinds: Vec<&str> = events
         .as_array()
         .unwrap()
         .iter()
-        .find(|i| i["id"] == "gateway_stripe")
-        .unwrap();
-    assert_eq!(stripe["apiVersions"][1]["status"], "deprecated");
-    assert_eq!(stripe["apiVersions"][1]["sunsetAt"], "2026-12-01");
-    assert_eq!(stripe["credentials"]["fields"][1]["type"], "secret");
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "integrations.credentials.updated",
+            "integrations.integration.enabled"
+        ]
+    );
+    let after = events[0]["seq"].as_i64().unwrap();
+    assert_eq!(
+        s.get(&format!("/api/events?after={after}"), &t)
+            .json
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let logs = s.get("/api/integrations/gateway_stripe/logs", &t);
+    assert!(logs.json["total"].as_u64().unwrap() >= 2, "{}", logs.json);
+    let principal = s.get("/api/integrations/gateway_stripe/principal", &t);
+    assert_eq!(principal.json["actionKeys"].as_array().unwrap().len(), 4);
+
+    // Bundles: shared credentials, enable all.
+    assert_eq!(s.put("/api/integrations/sync_medusa/credentials", &t, &json!({ "values": { "medusaApiUrl": "https://m.example.com", "medusaApiKey": "mk_1", "medusaWebhookSecret": "wh_1" } })).status, 200);
+    let all = s.put(
+        "/api/bundles/sync_medusa/state",
+        &t,
+        &json!({ "enabled": true }),
+    );
+    assert_eq!(all.status, 200, "{}", all.raw.text());
+    assert_eq!(
+        s.get("/api/bundles/sync_medusa", &t).json["enabledCount"],
+        5
+    );
+    let member = s.get("/api/integrations/sync_medusa_orders/credentials", &t);
+    assert_eq!(
+        (
+            member.json["source"].as_str(),
+            member.json["bundleId"].as_str()
+        ),
+        (Some("bundle"), Some("sync_medusa"))
+    );
+
+    // The platform admin sees the audit trail of it all.
+    let audit = s.get(&format!("/api/audit?tenantId={tenant}"), &s.admin);
+    let actions: Vec<&str> = audit
+        .json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.get("action").and_then(Value::as_str).unwrap())
+        .collect();
+    assert!(
+        actions.contains(&"credentials.update")
+            && actions.contains(&"integration.state")
+            && actions.contains(&"bundle.state"),
+        "{actions:?}"
+    );
+    assert_eq!(
+        s.call(
+            "DELETE",
+            "/api/integrations/gateway_stripe/credentials",
+            Some(&t),
+            None
+        )
+        .status,
+        204
+    );
 }
 
 #[test]
-fn the_catalog_filters_by_category_search_and_bundle() {
-    let s = TestServer::start(None);
-    let (_, json, _) = s.get("/api/catalog?category=payment");
-    assert_eq!(ids(&json["items"]), ["gateway_stripe"]);
-    assert!(json["bundles"].as_array().unwrap().is_empty());
-
-    let (_, json, _) = s.get("/api/catalog?category=webhook");
-    assert_eq!(ids(&json["items"]).len(), 2);
-    assert_eq!(
-        ids(&json["bundles"]),
-        ["sync_medusa"],
-        "a bundle shows when one of its members matches"
+fn tokens_and_tenants_are_administered_through_the_api() {
+    let s = server();
+    let created = s.post(
+        "/api/tenants",
+        &s.admin,
+        &json!({ "slug": "acme", "name": "Acme" }),
+    );
+    assert_eq!(created.status, 201);
+    let tenant = created.json["id"].as_str().unwrap();
+    assert_eq!(created.json["organizations"][0]["slug"], "main");
+    assert_problem(
+        &s.post(
+            "/api/tenants",
+            &s.admin,
+            &json!({ "slug": "acme", "name": "Again" }),
+        ),
+        409,
+        "conflict",
+    );
+    let org = s.post(
+        &format!("/api/tenants/{tenant}/organizations"),
+        &s.admin,
+        &json!({ "slug": "emea", "name": "EMEA" }),
+    );
+    assert_eq!(org.status, 201);
+    assert_problem(
+        &s.post(
+            "/api/tenants/ten_missing/organizations",
+            &s.admin,
+            &json!({ "slug": "xy", "name": "X" }),
+        ),
+        404,
+        "not_found",
     );
 
-    let (_, json, _) = s.get("/api/catalog?search=medusa%20inventory");
-    assert_eq!(ids(&json["items"]), ["sync_medusa_inventory"]);
-
-    let (_, json, _) = s.get("/api/catalog?bundleId=sync_medusa&category=data_sync");
-    assert_eq!(ids(&json["items"]).len(), 4);
-
-    let (_, json, _) = s.get("/api/catalog?search=no-such-thing");
-    assert!(json["items"].as_array().unwrap().is_empty());
-    let (_, json, _) = s.get("/api/catalog?category=");
+    let tok = s.post("/api/tokens", &s.admin, &json!({ "name": "ci", "tenantId": tenant, "organizationId": org.json["id"], "features": ["integrations.view"] }));
+    assert_eq!(tok.status, 201);
+    let secret = tok.json["token"].as_str().unwrap().to_owned();
     assert_eq!(
-        json["items"].as_array().unwrap().len(),
-        15,
-        "an empty filter is no filter"
+        s.get("/api/me", &secret).json["organizationId"],
+        org.json["id"]
     );
+    let listed = s.get("/api/tokens", &s.admin);
+    assert!(
+        !listed.raw.text().contains(&secret),
+        "listing never shows a token"
+    );
+    assert_eq!(
+        s.call(
+            "DELETE",
+            &format!("/api/tokens/{}", tok.json["id"].as_str().unwrap()),
+            Some(&s.admin),
+            None
+        )
+        .status,
+        204
+    );
+    assert_problem(&s.get("/api/me", &secret), 401, "unauthenticated");
+    let bad = s.post(
+        "/api/tokens",
+        &s.admin,
+        &json!({ "name": "", "features": ["integrations.view"] }),
+    );
+    assert_problem(&bad, 422, "validation_failed");
 }
 
 #[test]
-fn bad_catalog_queries_are_problems_naming_the_field() {
-    let s = TestServer::start(None);
-    let (_, json, r) = s.get("/api/catalog?category=payments");
-    assert_problem(&r, &json, 400, "invalid_query");
-    assert_eq!(json["field"], "category");
-    assert!(json["detail"].as_str().unwrap().contains("payments"));
-
-    let (_, json, r) = s.get("/api/catalog?catgory=payment");
-    assert_problem(&r, &json, 400, "invalid_query");
-    assert_eq!(json["field"], "catgory");
-}
-
-#[test]
-fn one_catalog_entry_by_id() {
-    let s = TestServer::start(None);
-    let (status, json, _) = s.get("/api/catalog/sync_medusa_orders");
-    assert_eq!(status, 200);
-    assert_eq!(json["kind"], "integration");
-    assert_eq!(json["integration"]["bundleId"], "sync_medusa");
-    assert_eq!(
-        json["integration"]["package"], "patchbay-sync-medusa",
-        "members inherit the bundle's package"
+fn the_catalog_needs_a_token_and_filters() {
+    let s = server();
+    let (_, t) = s.tenant("acme", &["integrations.view"]);
+    assert_problem(
+        &s.call("GET", "/api/catalog", None, None),
+        401,
+        "unauthenticated",
     );
-    assert_eq!(json["bundle"]["id"], "sync_medusa");
-
-    let (_, json, _) = s.get("/api/catalog/sync_medusa");
-    assert_eq!(json["kind"], "bundle");
-    assert_eq!(json["members"].as_array().unwrap().len(), 5);
+    let all = s.get("/api/catalog", &t);
+    assert_eq!(all.json["items"].as_array().unwrap().len(), 15);
+    assert_eq!(all.json["bundles"][0]["integrationCount"], 5);
     assert_eq!(
-        json["bundle"]["credentials"]["fields"][0]["key"],
-        "medusaApiUrl"
+        s.get("/api/catalog?category=payment", &t).json["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
     );
-
-    let (_, json, _) = s.get("/api/catalog/gateway_stripe");
-    assert_eq!(json["bundle"], Value::Null);
-
-    let (_, json, r) = s.get("/api/catalog/gateway_paypal");
-    assert_problem(&r, &json, 404, "not_found");
+    assert_eq!(
+        s.get("/api/catalog?search=medusa%20inventory", &t).json["items"][0]["id"],
+        "sync_medusa_inventory"
+    );
+    let entry = s.get("/api/catalog/sync_medusa_orders", &t);
+    assert_eq!(
+        (
+            entry.json["kind"].as_str(),
+            entry.json["bundle"]["id"].as_str()
+        ),
+        (Some("integration"), Some("sync_medusa"))
+    );
+    assert_eq!(
+        s.get("/api/catalog/sync_medusa", &t).json["members"]
+            .as_array()
+            .unwrap()
+            .len(),
+        5
+    );
+    assert_problem(&s.get("/api/catalog/gateway_paypal", &t), 404, "not_found");
+    let bad = s.get("/api/catalog?catgory=payment", &t);
+    assert_problem(&bad, 400, "invalid_query");
+    assert_eq!(bad.json["field"], "catgory");
 }
 
 #[test]
 fn unknown_routes_and_methods_are_problems() {
-    let s = TestServer::start(None);
-    let (_, json, r) = s.get("/api/nothing-here");
-    assert_problem(&r, &json, 404, "not_found");
-    let r = http::request(s.addr, "DELETE", "/api/catalog", &[], b"").unwrap();
-    let json: Value = serde_json::from_slice(&r.body).unwrap();
-    assert_problem(&r, &json, 405, "method_not_allowed");
+    let s = server();
+    assert_problem(
+        &s.call("GET", "/api/nothing-here", None, None),
+        404,
+        "not_found",
+    );
+    assert_problem(
+        &s.call("DELETE", "/api/catalog", Some(&s.admin), None),
+        405,
+        "method_not_allowed",
+    );
 }
 
 #[test]
-fn the_same_server_runs_on_postgresql() {
-    let Some(pg) = patchbay_testkit::postgres() else {
+fn the_same_api_runs_on_postgresql() {
+    let Some(s) = TestServer::start(Db::Postgres) else {
         return;
     };
-    let s = TestServer::start(Some(DatabaseConfig::Postgres {
-        url: pg.fresh_database(),
-    }));
-    let (status, json, _) = s.get("/readyz");
-    assert_eq!(status, 200, "{json}");
-    assert_eq!(json["database"], "postgres");
     assert_eq!(
-        s.get("/api/catalog?category=storage").1["items"]
-            .as_array()
-            .unwrap()
-            .len(),
-        2
+        s.call("GET", "/readyz", None, None).json["database"],
+        "postgres"
+    );
+    let (_, t) = s.tenant("acme", ALL);
+    assert_eq!(
+        s.put(
+            "/api/integrations/gateway_stripe/credentials",
+            &t,
+            &stripe("sk_pg")
+        )
+        .status,
+        200
+    );
+    assert_eq!(
+        s.put(
+            "/api/integrations/gateway_stripe/state",
+            &t,
+            &json!({ "status": "enabled" })
+        )
+        .status,
+        200
+    );
+    assert_eq!(
+        s.get("/api/integrations/gateway_stripe", &t).json["state"]["status"],
+        "enabled"
     );
 }

@@ -33,7 +33,7 @@ pub(crate) fn success(
 }
 
 /// An audit record as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditOut {
     pub id: i64,

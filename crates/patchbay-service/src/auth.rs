@@ -14,7 +14,19 @@ use sha2::Digest as _;
 use crate::error::{Result, ServiceError};
 
 /// What a token may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 pub enum Feature {
     /// Read the catalog, integration states, logs, events.
     #[serde(rename = "integrations.view")]

@@ -23,7 +23,7 @@ use crate::error::{FieldError, Result, ServiceError};
 use crate::{Services, audit, events};
 
 /// Where resolved credentials came from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Source {
     /// The integration's (or bundle's) own credential set.
@@ -55,7 +55,7 @@ impl std::fmt::Debug for Resolved {
 }
 
 /// Credentials as the API shows them: secrets masked.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MaskedCredentials {
     /// The integration or bundle asked about.
@@ -161,7 +161,7 @@ pub(crate) fn validate(
             | (FieldType::Number, Value::Number(_)) => None,
             (FieldType::Url, Value::String(s)) => patchbay_core::text::parse_http_url(s)
                 .err()
-                .map(|e| ("invalid_url", e)),
+                .map(|e| ("invalid_url", format!("is {e}"))),
             (FieldType::Select, Value::String(s)) => {
                 if f.options.iter().any(|o| &o.value == s) {
                     None
@@ -169,7 +169,7 @@ pub(crate) fn validate(
                     let allowed: Vec<&str> = f.options.iter().map(|o| o.value.as_str()).collect();
                     Some((
                         "invalid_option",
-                        format!("`{s}` is not one of {}", allowed.join(", ")),
+                        format!("must be one of {}", allowed.join(", ")),
                     ))
                 }
             }

@@ -38,7 +38,7 @@ pub(crate) fn event(
 }
 
 /// An event as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EventOut {
     /// Outbox position; pass the last one seen as `after` to read on.

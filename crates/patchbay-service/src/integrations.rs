@@ -29,7 +29,7 @@ use crate::error::{FieldError, Result, ServiceError};
 use crate::{Services, audit, events};
 
 /// A requested change of state. Absent fields stay as they are.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct StateIn {
     pub status: Option<IntegrationStatus>,
@@ -50,6 +50,20 @@ pub enum VersionChoice {
     Version(String),
 }
 
+impl schemars::JsonSchema for VersionChoice {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "VersionChoice".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "type": ["string", "null"], "description": "An API version id, or null for the default version" })
+    }
+}
+
 impl<'de> Deserialize<'de> for VersionChoice {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         Ok(
@@ -60,14 +74,14 @@ impl<'de> Deserialize<'de> for VersionChoice {
 }
 
 /// Enable or disable every member of a bundle.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct BundleStateIn {
     pub enabled: bool,
 }
 
 /// The state of one integration for the caller's scope.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StateOut {
     pub status: IntegrationStatus,
@@ -85,7 +99,7 @@ pub struct StateOut {
 }
 
 /// Something the caller should know although the call succeeded.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Warning {
     pub code: &'static str,
@@ -94,7 +108,7 @@ pub struct Warning {
     pub migration_guide_url: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StateOutcome {
     pub integration_id: String,
@@ -102,7 +116,7 @@ pub struct StateOutcome {
     pub warnings: Vec<Warning>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BundleOutcome {
     pub bundle_id: String,
@@ -110,7 +124,7 @@ pub struct BundleOutcome {
 }
 
 /// A principal as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PrincipalOut {
     pub principal_id: String,
@@ -235,6 +249,43 @@ impl IntegrationList {
     }
 }
 
+/// The schema of [`IntegrationList`] (which serializes itself without copies).
+#[derive(Serialize, schemars::JsonSchema)]
+#[schemars(rename = "IntegrationList")]
+struct IntegrationListSchema {
+    items: Vec<IntegrationItemSchema>,
+    bundles: Vec<BundleItemSchema>,
+}
+
+#[derive(Serialize, schemars::JsonSchema)]
+#[schemars(rename = "IntegrationItem")]
+struct IntegrationItemSchema {
+    #[serde(flatten)]
+    integration: Integration,
+    state: StateOut,
+}
+
+#[derive(Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(rename = "BundleItem")]
+struct BundleItemSchema {
+    #[serde(flatten)]
+    bundle: Bundle,
+    integration_count: usize,
+    enabled_count: usize,
+    members: Vec<String>,
+}
+
+impl schemars::JsonSchema for IntegrationList {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "IntegrationList".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        IntegrationListSchema::json_schema(generator)
+    }
+}
+
 impl Serialize for IntegrationList {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         struct Items<'a>(&'a IntegrationList);
@@ -271,7 +322,7 @@ impl Serialize for IntegrationList {
 }
 
 /// One integration with everything the detail page shows.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IntegrationDetail {
     pub integration: Integration,
@@ -281,7 +332,7 @@ pub struct IntegrationDetail {
     pub principal: Option<PrincipalOut>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BundleRef {
     pub id: String,
@@ -289,7 +340,7 @@ pub struct BundleRef {
 }
 
 /// Whether credentials are saved, and where they come from — never the values.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CredentialSummary {
     pub configured: bool,
@@ -301,7 +352,7 @@ pub struct CredentialSummary {
 }
 
 /// A bundle with its members' states.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BundleDetail {
     pub bundle: Bundle,
@@ -310,7 +361,7 @@ pub struct BundleDetail {
     pub credentials: CredentialSummary,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MemberOut {
     pub id: String,
@@ -523,10 +574,21 @@ impl Services {
         let effective = match reg.resolve_api_version(&i.id, selected.as_deref()) {
             Ok(v) => v,
             Err(e) => {
+                // The message lists what exists, not what was sent (input is never echoed).
+                let message = match e {
+                    patchbay_core::VersionError::UnknownVersion { available, .. } => {
+                        format!(
+                            "not an API version of `{}`; available: {}",
+                            i.id,
+                            available.join(", ")
+                        )
+                    }
+                    _ => format!("`{}` is not versioned; send no apiVersion", i.id),
+                };
                 errors.push(FieldError::new(
                     "apiVersion",
                     "unknown_api_version",
-                    e.to_string(),
+                    message,
                 ));
                 return Err(errors);
             }

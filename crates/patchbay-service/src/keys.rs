@@ -109,6 +109,22 @@ impl KeyManager {
                 MasterKeyRing::load_file(path)?
             }
             (KeySource::File(path), None) => {
+                if let Some(dir) = path
+                    .parent()
+                    .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+                {
+                    std::os::unix::fs::DirBuilderExt::mode(
+                        std::fs::DirBuilder::new().recursive(true),
+                        0o700,
+                    )
+                    .create(dir)
+                    .map_err(|e| {
+                        KeyError(format!(
+                            "cannot create the directory of the master key file {}: {e}",
+                            dir.display()
+                        ))
+                    })?;
+                }
                 let (ring, created) = MasterKeyRing::load_or_create_file(path)?;
                 if created {
                     tracing::info!(path = %path.display(), key_id = %ring.current().id(), "created a new master key file; back it up: without it, stored credentials cannot be decrypted");
@@ -308,9 +324,10 @@ impl KeyManager {
         &self,
         store: &dyn Store,
         now: Timestamp,
-        batch_size: u32,
+        options: RotationOptions,
         progress: &mut (dyn FnMut(&str) + Send),
     ) -> Result<RotationReport, KeyError> {
+        let batch_size = options.batch_size.max(1);
         // Step 1: the new master key.
         let mut ring = self.ring();
         if ring.ids().count() == 1 {
@@ -386,6 +403,7 @@ impl KeyManager {
                         .data_key(store, t, active_version)
                         .await
                         .map_err(|e| KeyError(e.to_string()))?;
+                    tokio::time::sleep(options.pause).await;
                     for c in batch {
                         let plain = self.open_credential(store, &c).await.map_err(|e| {
                             KeyError(format!(
@@ -466,6 +484,7 @@ impl KeyManager {
                 }
             }
             report.tenants += 1;
+            tokio::time::sleep(options.pause).await;
         }
 
         // Step 5: the check value, then the old keys.
@@ -512,6 +531,24 @@ impl KeyManager {
         }
         report.removed_master_keys = old;
         Ok(report)
+    }
+}
+
+/// How a rotation paces itself.
+#[derive(Debug, Clone, Copy)]
+pub struct RotationOptions {
+    /// Credential sets re-encrypted per read from the database.
+    pub batch_size: u32,
+    /// A pause after each batch and each tenant, to spare a busy database.
+    pub pause: std::time::Duration,
+}
+
+impl Default for RotationOptions {
+    fn default() -> Self {
+        RotationOptions {
+            batch_size: 100,
+            pause: std::time::Duration::ZERO,
+        }
     }
 }
 

@@ -43,7 +43,7 @@ use patchbay_store::Store;
 pub use auth::{Access, Caller, Feature};
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use error::{FieldError, Result, ServiceError};
-pub use keys::{KeyError, KeyManager, KeySource};
+pub use keys::{KeyError, KeyManager, KeySource, RotationOptions};
 
 /// Everything the services need. Cheap to clone.
 #[derive(Debug, Clone)]

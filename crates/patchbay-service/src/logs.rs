@@ -239,7 +239,7 @@ impl ScopedLogger {
 }
 
 /// Query parameters of the log API.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct LogQueryIn {
     pub integration_id: Option<String>,
@@ -258,7 +258,7 @@ pub struct LogQueryIn {
     pub limit: Option<u32>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LogEntryOut {
     pub id: i64,
@@ -274,7 +274,7 @@ pub struct LogEntryOut {
     pub created_at: Timestamp,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LogPageOut {
     pub items: Vec<LogEntryOut>,
@@ -284,7 +284,7 @@ pub struct LogPageOut {
 }
 
 /// Retention settings of a tenant.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SettingsInOut {
     pub log_retention_days: i64,
@@ -368,7 +368,7 @@ impl Services {
                 errors.push(FieldError::new(
                     "level",
                     "invalid_value",
-                    format!("`{l}` is not one of debug, info, warning, error"),
+                    "must be one of debug, info, warning, error",
                 ));
                 None
             }),

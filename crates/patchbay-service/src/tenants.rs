@@ -12,7 +12,7 @@ use crate::error::{FieldError, Result, ServiceError};
 use crate::{Services, audit};
 
 /// Input for a new tenant.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TenantIn {
     /// 2-63 lowercase letters, digits and `-`, starting with a letter or digit.
@@ -23,7 +23,7 @@ pub struct TenantIn {
 /// Input for a new organization of a tenant.
 pub type OrganizationIn = TenantIn;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OrganizationOut {
     pub id: String,
@@ -33,7 +33,7 @@ pub struct OrganizationOut {
     pub created_at: Timestamp,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TenantOut {
     pub id: String,
@@ -44,7 +44,7 @@ pub struct TenantOut {
 }
 
 /// Input for a new token: a platform token (no tenant) or a tenant token.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TokenIn {
     pub name: String,
@@ -57,7 +57,7 @@ pub struct TokenIn {
     pub expires_at: Option<Timestamp>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TokenOut {
     pub id: String,
@@ -361,6 +361,18 @@ impl Services {
             Ok(CreatedToken { token: generated.token, info: token_out(record) })
         })
         .await
+    }
+
+    /// Creates a token on behalf of the operator at the command line (`patchbay
+    /// token create`), who holds the database and the master key already.
+    pub async fn create_token_as_system(&self, input: TokenIn) -> Result<CreatedToken> {
+        let system = Caller {
+            token_id: "cli".to_owned(),
+            token_name: "patchbay token create".to_owned(),
+            access: crate::Access::Platform,
+            features: vec![Feature::PlatformAdmin],
+        };
+        self.create_token(&system, input).await
     }
 
     pub async fn list_tokens(&self, caller: &Caller) -> Result<Vec<TokenOut>> {

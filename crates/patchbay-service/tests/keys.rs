@@ -120,7 +120,12 @@ async fn keys_can_come_from_the_environment(h: Harness) {
     .await
     .unwrap();
     let err = keys
-        .rotate(&*h.store, h.services.now(), 10, &mut |_| {})
+        .rotate(
+            &*h.store,
+            h.services.now(),
+            patchbay_service::RotationOptions::default(),
+            &mut |_| {},
+        )
         .await
         .unwrap_err();
     assert!(err.to_string().contains("NEW,OLD"), "{err}");
@@ -159,7 +164,15 @@ async fn rotation_reencrypts_everything_and_running_servers_keep_working(h: Harn
         .unwrap();
     let mut lines = Vec::new();
     let report = rotator
-        .rotate(&*h.store, s.now(), 2, &mut |l| lines.push(l.to_owned()))
+        .rotate(
+            &*h.store,
+            s.now(),
+            patchbay_service::RotationOptions {
+                batch_size: 2,
+                ..Default::default()
+            },
+            &mut |l| lines.push(l.to_owned()),
+        )
         .await
         .unwrap();
     assert_eq!(report.tenants, 4);
@@ -241,7 +254,12 @@ async fn rotation_reencrypts_everything_and_running_servers_keep_working(h: Harn
 
     // Running it again starts a second rotation, which also completes.
     let again = rotator
-        .rotate(&*h.store, s.now(), 100, &mut |_| {})
+        .rotate(
+            &*h.store,
+            s.now(),
+            patchbay_service::RotationOptions::default(),
+            &mut |_| {},
+        )
         .await
         .unwrap();
     assert_ne!(again.master_key_id, report.master_key_id);

@@ -134,10 +134,26 @@ impl Readiness {
     }
 }
 
-/// Opens the configured database and brings its schema up to date.
+/// Opens the configured database for a server and brings its schema up to
+/// date. On SQLite it takes the database's exclusive lock: one server per file.
 pub async fn connect(config: &DatabaseConfig) -> Result<Arc<dyn Store>> {
     Ok(match config {
-        DatabaseConfig::Sqlite { path } => Arc::new(sqlite::SqliteStore::open(path).await?),
+        DatabaseConfig::Sqlite { path } => {
+            Arc::new(sqlite::SqliteStore::open(path, sqlite::Lock::Exclusive).await?)
+        }
+        DatabaseConfig::Postgres { url } => Arc::new(postgres::PgStore::open(url).await?),
+    })
+}
+
+/// Opens the database for a short administrative command (`patchbay token
+/// create`, `patchbay keys rotate`) that may run beside a server: on SQLite
+/// it does not take the server's lock, and relies on SQLite's own locking
+/// (WAL, busy timeout) for the few writes it makes.
+pub async fn connect_for_admin(config: &DatabaseConfig) -> Result<Arc<dyn Store>> {
+    Ok(match config {
+        DatabaseConfig::Sqlite { path } => {
+            Arc::new(sqlite::SqliteStore::open(path, sqlite::Lock::Shared).await?)
+        }
         DatabaseConfig::Postgres { url } => Arc::new(postgres::PgStore::open(url).await?),
     })
 }

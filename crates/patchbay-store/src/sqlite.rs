@@ -21,8 +21,17 @@ use crate::{Backend, Result, StoreError};
 pub(crate) struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
-    /// Held for the life of the store: an exclusive lock on `<db>.lock`.
-    _lock: std::fs::File,
+    /// Held for the life of a server's store: an exclusive lock on `<db>.lock`.
+    _lock: Option<std::fs::File>,
+}
+
+/// Whether the store takes the one-server-per-database lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lock {
+    /// A server: refuses to open a database another server holds.
+    Exclusive,
+    /// An administrative command beside a server.
+    Shared,
 }
 
 impl SqliteStore {
@@ -43,7 +52,7 @@ impl SqliteStore {
         Ok(())
     }
 
-    pub(crate) async fn open(path: &Path) -> Result<SqliteStore> {
+    pub(crate) async fn open(path: &Path, mode: Lock) -> Result<SqliteStore> {
         let dir = match path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
@@ -64,25 +73,10 @@ impl SqliteStore {
                 ))
             })?;
 
-        let lock_path = path.with_extension("lock");
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| {
-                StoreError::Config(format!(
-                    "cannot create lock file {}: {e}",
-                    lock_path.display()
-                ))
-            })?;
-        lock.try_lock().map_err(|_| {
-            StoreError::Config(format!(
-                "the database {} is in use by another Patchbay process (lock {} is held); SQLite serves one process, use PostgreSQL to run several",
-                path.display(),
-                lock_path.display()
-            ))
-        })?;
+        let lock = match mode {
+            Lock::Exclusive => Some(take_lock(path)?),
+            Lock::Shared => None,
+        };
 
         let base = SqliteConnectOptions::new()
             .filename(path)
@@ -116,6 +110,30 @@ impl SqliteStore {
             _lock: lock,
         })
     }
+}
+
+fn take_lock(path: &Path) -> Result<std::fs::File> {
+    let lock_path = path.with_extension("lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| {
+            StoreError::Config(format!(
+                "cannot create lock file {}: {e}",
+                lock_path.display()
+            ))
+        })?;
+    lock.try_lock().map_err(|_| {
+        StoreError::Config(format!(
+        "the database {} is in use by another Patchbay process (lock {} is held); SQLite serves one process, use PostgreSQL to run several",
+        path.display(),
+        lock_path.display()
+        ))
+    })?;
+
+    Ok(lock)
 }
 
 async fn migrate(writer: &SqlitePool) -> Result<()> {

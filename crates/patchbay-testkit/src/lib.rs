@@ -255,6 +255,22 @@ impl PgCluster {
     }
 }
 
+impl PgCluster {
+    /// `pg_dump` of a database of this cluster (schema and data, as SQL text).
+    pub fn dump(&self, url: &str) -> String {
+        let out = Command::new(self.bin.join("pg_dump"))
+            .args(["--no-owner", "--inserts", "-d", url])
+            .output()
+            .unwrap_or_else(|e| panic!("pg_dump: {e}"));
+        assert!(
+            out.status.success(),
+            "pg_dump failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
 /// A TCP port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

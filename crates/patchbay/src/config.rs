@@ -11,10 +11,10 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 use patchbay_store::DatabaseConfig;
 
-/// The flags of `patchbay serve`.
+/// Where the data lives: shared by `serve` and the administrative commands.
 #[derive(Debug, Args)]
-pub(crate) struct ServeArgs {
-    /// Directory for the embedded SQLite database and local files.
+pub(crate) struct DataArgs {
+    /// Directory for the embedded SQLite database, the master key file and local files.
     #[arg(long, env = "PATCHBAY_DATA_DIR", default_value = "./patchbay-data")]
     pub(crate) data_dir: PathBuf,
 
@@ -22,6 +22,55 @@ pub(crate) struct ServeArgs {
     /// sqlite://<path>. Unset: SQLite in the data directory.
     #[arg(long, env = "PATCHBAY_DATABASE_URL", hide_env_values = true)]
     pub(crate) database_url: Option<String>,
+
+    /// The master key file (created with mode 0600 on first start). Default:
+    /// master.key in the data directory. Ignored when `PATCHBAY_MASTER_KEY` is set.
+    #[arg(long, env = "PATCHBAY_MASTER_KEY_FILE")]
+    pub(crate) master_key_file: Option<PathBuf>,
+
+    /// Master keys given directly (base64, comma-separated, current first),
+    /// instead of a key file. Environment only: a flag would show it in `ps`.
+    #[arg(
+        long = "master-key-from-env",
+        env = "PATCHBAY_MASTER_KEY",
+        hide = true,
+        hide_env_values = true
+    )]
+    pub(crate) master_key: Option<String>,
+}
+
+impl DataArgs {
+    pub(crate) fn database(&self) -> anyhow::Result<DatabaseConfig> {
+        Ok(DatabaseConfig::from_settings(
+            &self.data_dir,
+            self.database_url.as_deref(),
+        )?)
+    }
+
+    pub(crate) fn key_source(&self) -> patchbay_service::KeySource {
+        match &self.master_key {
+            Some(k) if !k.trim().is_empty() => {
+                patchbay_service::KeySource::Inline(k.clone().into())
+            }
+            _ => patchbay_service::KeySource::File(
+                self.master_key_file
+                    .clone()
+                    .unwrap_or_else(|| self.data_dir.join("master.key")),
+            ),
+        }
+    }
+}
+
+/// The flags of `patchbay serve`.
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    #[command(flatten)]
+    pub(crate) data: DataArgs,
+
+    /// Do not mint and print a platform admin token on first start (create
+    /// one with `patchbay token create --platform` instead).
+    #[arg(long, env = "PATCHBAY_NO_BOOTSTRAP_TOKEN")]
+    pub(crate) no_bootstrap_token: bool,
 
     /// Address to listen on, host:port.
     #[arg(long, env = "PATCHBAY_LISTEN", default_value = "127.0.0.1:8080")]
@@ -50,6 +99,8 @@ pub(crate) enum LogFormat {
 #[derive(Debug)]
 pub(crate) struct ServeConfig {
     pub(crate) database: DatabaseConfig,
+    pub(crate) keys: patchbay_service::KeySource,
+    pub(crate) bootstrap_token: bool,
     pub(crate) listen: SocketAddr,
     pub(crate) log_filter: tracing_subscriber::EnvFilter,
     pub(crate) log_format: LogFormat,
@@ -59,7 +110,8 @@ impl ServeArgs {
     /// Checks every setting; the error is one line naming the setting.
     pub(crate) fn validate(self) -> anyhow::Result<ServeConfig> {
         let listen = parse_listen(&self.listen)?;
-        let database = DatabaseConfig::from_settings(&self.data_dir, self.database_url.as_deref())?;
+        let database = self.data.database()?;
+        let keys = self.data.key_source();
         // Quiet the SQL driver unless asked for by name.
         let directives = if self.log.contains("sqlx") {
             self.log.clone()
@@ -70,6 +122,8 @@ impl ServeArgs {
             .map_err(|e| anyhow::anyhow!("invalid log filter `{}`: {e}", self.log))?;
         Ok(ServeConfig {
             database,
+            keys,
+            bootstrap_token: !self.no_bootstrap_token,
             listen,
             log_filter,
             log_format: self.log_format,

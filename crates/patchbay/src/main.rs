@@ -1,7 +1,11 @@
 //! `patchbay`: the one binary. Subcommands:
 //!
 //! * `serve` runs the server (API, probes; later the panel and workers).
-//! * `catalog check` validates connector manifests, for connector authors.
+//! * `token create` mints an API token without the API (first set-up, recovery).
+//! * `keys rotate` rotates the master key and re-encrypts every credential,
+//!   beside running servers; it can be interrupted and run again.
+//! * `logs prune` applies the operation-log retention now.
+//! * `catalog check` / `catalog list` work with connector manifests.
 //!
 //! Errors are printed as one readable line on standard error, with a non-zero
 //! exit status: 2 for bad usage or configuration, 1 for failures at run time.
@@ -9,10 +13,13 @@
 mod config;
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use patchbay_core::{ManifestSource, Registry};
+use patchbay_service::{KeyManager, Services, SystemClock};
+use patchbay_vault::ExposeSecret as _;
 
 /// Patchbay: a self-hosted integration platform.
 #[derive(Debug, Parser)]
@@ -26,9 +33,64 @@ struct Cli {
 enum Command {
     /// Run the server.
     Serve(config::ServeArgs),
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Manage the master keys of the credentials vault.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Operation-log maintenance.
+    #[command(subcommand)]
+    Logs(LogsCommand),
     /// Work with connector manifests.
     #[command(subcommand)]
     Catalog(CatalogCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Create an API token and print it (shown once).
+    Create {
+        #[command(flatten)]
+        data: config::DataArgs,
+        /// A platform admin token (manages tenants, tokens, the audit trail).
+        #[arg(long, conflicts_with_all = ["tenant", "features"])]
+        platform: bool,
+        /// The tenant the token acts for: its slug or id.
+        #[arg(long, required_unless_present = "platform")]
+        tenant: Option<String>,
+        /// Features of a tenant token (repeatable).
+        #[arg(long = "feature", value_name = "FEATURE", default_values_t = ["integrations.view".to_owned(), "integrations.manage".to_owned(), "integrations.credentials".to_owned()])]
+        features: Vec<String>,
+        /// A name to recognise the token by.
+        #[arg(long, default_value = "created by patchbay token create")]
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Rotate the master key: new data keys, every credential re-encrypted,
+    /// old keys removed. Safe beside running servers; re-run it if interrupted.
+    Rotate {
+        #[command(flatten)]
+        data: config::DataArgs,
+        /// Credential sets re-encrypted per batch.
+        #[arg(long, default_value_t = 100)]
+        batch_size: u32,
+        /// Milliseconds to pause after each batch and tenant, to spare a busy database.
+        #[arg(long, default_value_t = 0)]
+        pause_ms: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum LogsCommand {
+    /// Delete operation-log entries older than each tenant's retention.
+    Prune {
+        #[command(flatten)]
+        data: config::DataArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -52,23 +114,27 @@ fn main() -> ExitCode {
                 Err(e) => return fail(&e, 2),
             };
             init_tracing(&config);
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    return fail(
-                        &anyhow::Error::from(e).context("cannot start the async runtime"),
-                        1,
-                    );
-                }
-            };
-            match runtime.block_on(serve(config)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => fail(&e, 1),
-            }
+            run(serve(config))
         }
+        Command::Token(TokenCommand::Create {
+            data,
+            platform,
+            tenant,
+            features,
+            name,
+        }) => run(create_token(data, platform, tenant, features, name)),
+        Command::Keys(KeysCommand::Rotate {
+            data,
+            batch_size,
+            pause_ms,
+        }) => run(rotate_keys(
+            data,
+            patchbay_service::RotationOptions {
+                batch_size,
+                pause: std::time::Duration::from_millis(pause_ms),
+            },
+        )),
+        Command::Logs(LogsCommand::Prune { data }) => run(prune_logs(data)),
         Command::Catalog(CatalogCommand::Check { manifests }) => {
             match check_manifests(&manifests) {
                 Ok(summary) => {
@@ -100,6 +166,23 @@ fn main() -> ExitCode {
     }
 }
 
+/// Runs an async command on a fresh runtime and turns its result into an exit code.
+fn run(task: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => match runtime.block_on(task) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e, 1),
+        },
+        Err(e) => fail(
+            &anyhow::Error::from(e).context("cannot start the async runtime"),
+            1,
+        ),
+    }
+}
+
 /// Prints `patchbay: <error>: <cause>: …` on one line (catalog errors add one
 /// line per problem) and returns the exit code.
 fn fail(e: &anyhow::Error, code: u8) -> ExitCode {
@@ -119,6 +202,33 @@ fn init_tracing(config: &config::ServeConfig) {
     }
 }
 
+/// Opens the database of an administrative command, which never creates one.
+async fn admin_store(data: &config::DataArgs) -> anyhow::Result<Arc<dyn patchbay_store::Store>> {
+    let database = data.database()?;
+    if let patchbay_store::DatabaseConfig::Sqlite { path } = &database
+        && !path.is_file()
+    {
+        anyhow::bail!(
+            "no Patchbay database at {}; run `patchbay serve` first, or pass the right --data-dir",
+            path.display()
+        );
+    }
+    Ok(patchbay_store::connect_for_admin(&database).await?)
+}
+
+/// Opens the store and the vault for an administrative command.
+async fn open_for_admin(data: &config::DataArgs) -> anyhow::Result<Services> {
+    let store = admin_store(data).await?;
+    let keys =
+        KeyManager::open(data.key_source(), &*store, patchbay_core::Timestamp::now()).await?;
+    Ok(Services::new(
+        store,
+        patchbay_connectors::builtin_registry()?,
+        keys,
+        Arc::new(SystemClock),
+    ))
+}
+
 async fn serve(config: config::ServeConfig) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let registry = patchbay_connectors::builtin_registry()?;
@@ -127,11 +237,23 @@ async fn serve(config: config::ServeConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let store = patchbay_store::connect(&config.database).await?;
-    tracing::info!(database = %config.database.describe(), integrations = registry.integrations().len(), bundles = registry.bundles().len(), "database ready");
-    let state = patchbay_server::AppState::new(store.clone(), registry);
+    let keys = KeyManager::open(config.keys, &*store, patchbay_core::Timestamp::now()).await?;
+    tracing::info!(database = %config.database.describe(), integrations = registry.integrations().len(), bundles = registry.bundles().len(), "database and vault ready");
+    let services = Services::new(store.clone(), registry, keys, Arc::new(SystemClock));
+    if config.bootstrap_token
+        && let Some(token) = services.bootstrap_admin_token().await?
+    {
+        // Printed, not logged: the token must not sit in log files.
+        println!(
+            "\nPatchbay created a platform admin token. It is shown this once; store it now:\n\n    {}\n\nCall the API with `Authorization: Bearer <token>`: create tenants (POST /api/tenants) and\ntenant tokens (POST /api/tokens) with it.\n",
+            token.expose_secret()
+        );
+    }
     let addr = listener.local_addr()?;
     tracing::info!(%addr, startup_ms = started.elapsed().as_millis(), "listening on http://{addr}");
-    patchbay_server::serve(listener, patchbay_server::router(state), shutdown_signal()).await?;
+    let app = patchbay_server::router(patchbay_server::AppState::new(services.clone()));
+    patchbay_server::serve(listener, app, shutdown_signal()).await?;
+    services.flush_logs().await?;
     store.close().await;
     tracing::info!("stopped");
     Ok(())
@@ -154,6 +276,97 @@ async fn shutdown_signal() {
         () = term => {}
     }
     tracing::info!("shutdown requested; finishing in-flight requests");
+}
+
+async fn create_token(
+    data: config::DataArgs,
+    platform: bool,
+    tenant: Option<String>,
+    features: Vec<String>,
+    name: String,
+) -> anyhow::Result<()> {
+    let services = open_for_admin(&data).await?;
+    let tenant_id = match tenant {
+        None => None,
+        Some(t) => {
+            let tenants = services.store().list_tenants().await?;
+            let found = tenants
+                .into_iter()
+                .find(|x| x.id.as_str() == t || x.slug == t)
+                .with_context(|| format!("no tenant with slug or id `{t}`"))?;
+            Some(found.id.to_string())
+        }
+    };
+    let input = patchbay_service::tenants::TokenIn {
+        name,
+        tenant_id,
+        organization_id: None,
+        features: if platform {
+            vec!["platform.admin".to_owned()]
+        } else {
+            features
+        },
+        expires_at: None,
+    };
+    let created = services
+        .create_token_as_system(input)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", describe(&e)))?;
+    println!("{}", created.token.expose_secret());
+    eprintln!(
+        "created token {} ({}); it is shown once",
+        created.info.id, created.info.prefix
+    );
+    Ok(())
+}
+
+async fn rotate_keys(
+    data: config::DataArgs,
+    options: patchbay_service::RotationOptions,
+) -> anyhow::Result<()> {
+    let store = admin_store(&data).await?;
+    let keys =
+        KeyManager::open(data.key_source(), &*store, patchbay_core::Timestamp::now()).await?;
+    let report = keys
+        .rotate(
+            &*store,
+            patchbay_core::Timestamp::now(),
+            options,
+            &mut |line| println!("{line}"),
+        )
+        .await?;
+    println!(
+        "rotation complete: master key {}, {} tenant(s), {} credential set(s) re-encrypted, {} old data key(s) deleted",
+        report.master_key_id, report.tenants, report.reencrypted, report.deleted_data_keys
+    );
+    Ok(())
+}
+
+async fn prune_logs(data: config::DataArgs) -> anyhow::Result<()> {
+    let services = open_for_admin(&data).await?;
+    let deleted = services
+        .prune_logs()
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("deleted {deleted} operation-log entries past their retention");
+    Ok(())
+}
+
+/// A service error as one line, with every field problem.
+fn describe(e: &patchbay_service::ServiceError) -> String {
+    match e {
+        patchbay_service::ServiceError::Invalid { message, errors }
+        | patchbay_service::ServiceError::Conflict {
+            message, errors, ..
+        } if !errors.is_empty() => {
+            let parts: Vec<String> = errors
+                .iter()
+                .map(|f| format!("{}: {}", f.field, f.message))
+                .collect();
+            format!("{message}: {}", parts.join("; "))
+        }
+        other => other.to_string(),
+    }
 }
 
 fn check_manifests(paths: &[std::path::PathBuf]) -> anyhow::Result<String> {

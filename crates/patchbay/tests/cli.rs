@@ -1,108 +1,54 @@
 //! The `patchbay` binary as an operator runs it: start, readiness, graceful
-//! stop, and one readable line with a non-zero exit for every bad setting.
+//! stop, the bootstrap token, and one readable line with a non-zero exit for
+//! every bad setting.
 
-use std::net::SocketAddr;
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use patchbay_testkit::{free_port, http, wait_for};
-
-const BIN: &str = env!("CARGO_BIN_EXE_patchbay");
-
-fn patchbay(args: &[&str], cwd: &Path) -> Command {
-    let mut c = Command::new(BIN);
-    c.args(args)
-        .current_dir(cwd)
-        .env_remove("PATCHBAY_DATA_DIR")
-        .env_remove("PATCHBAY_DATABASE_URL")
-        .env_remove("PATCHBAY_LISTEN");
-    c
-}
-
-/// Runs a command that must fail, with a timeout, and returns its output.
-fn run_failing(mut cmd: Command) -> Output {
-    let child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = wait_with_timeout(child, Duration::from_secs(30));
-    assert!(
-        !out.status.success(),
-        "expected failure, got success: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn wait_with_timeout(mut child: Child, limit: Duration) -> Output {
-    let deadline = std::time::Instant::now() + limit;
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("process did not exit within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// The single `patchbay: …` error line, asserting there is exactly one and no panic.
-#[track_caller]
-fn error_line(out: &Output) -> String {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    let lines: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.starts_with("patchbay: "))
-        .collect();
-    assert_eq!(lines.len(), 1, "exactly one error line expected:\n{stderr}");
-    lines[0].to_owned()
-}
-
-fn sigterm(child: &Child) {
-    let ok = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
-}
-
-fn wait_ready(addr: SocketAddr) -> serde_json::Value {
-    wait_for("/readyz to answer 200", Duration::from_secs(30), || {
-        let r = http::get(addr, "/readyz").ok()?;
-        (r.status == 200).then(|| serde_json::from_slice(&r.body).unwrap())
-    })
-}
+use common::{Proc, call, error_line, local_addr, patchbay, run, serve};
+use patchbay_testkit::{free_port, http};
 
 #[test]
-fn serve_starts_with_defaults_answers_ready_and_stops_gracefully_on_sigterm() {
+fn serve_starts_with_defaults_prints_a_bootstrap_token_once_and_stops_gracefully() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let addr = local_addr();
     // No data directory given: ./patchbay-data under the working directory.
-    let child = patchbay(&["serve", "--listen", &addr.to_string()], dir.path())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let ready = wait_ready(addr);
-    assert_eq!(ready["database"], "sqlite");
-    assert!(dir.path().join("patchbay-data/patchbay.db").is_file());
-    let catalog: serde_json::Value =
-        serde_json::from_slice(&http::get(addr, "/api/catalog").unwrap().body).unwrap();
-    assert!(catalog["items"].as_array().unwrap().len() >= 10);
-
-    sigterm(&child);
-    let out = wait_with_timeout(child, Duration::from_secs(15));
-    assert!(
-        out.status.success(),
-        "graceful stop exits 0: {:?}",
-        out.status
+    let mut p = Proc::spawn(patchbay(
+        &["serve", "--listen", &addr.to_string()],
+        dir.path(),
+    ));
+    assert_eq!(p.ready(addr)["database"], "sqlite");
+    let data = dir.path().join("patchbay-data");
+    assert!(data.join("patchbay.db").is_file());
+    let key = data.join("master.key");
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
     );
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let token = patchbay_testkit::wait_for(
+        "the bootstrap token on stdout",
+        Duration::from_secs(10),
+        || common::bootstrap_token(&p.stdout()),
+    );
+    let (status, me, _) = call(addr, "GET", "/api/me", &token, None);
+    assert_eq!((status, me["scope"].as_str()), (200, Some("platform")));
+    assert_eq!(
+        http::get(addr, "/api/catalog").unwrap().status,
+        401,
+        "the catalog needs a token"
+    );
+    let (_, catalog, _) = call(addr, "GET", "/api/catalog", &token, None);
+    assert!(catalog["items"].as_array().unwrap().len() >= 10);
+    assert!(
+        !p.stderr().contains(&token),
+        "the token is printed, never logged"
+    );
+
+    let status = p.stop();
+    assert!(status.success(), "graceful stop exits 0: {status:?}");
+    let stderr = p.stderr();
     assert!(
         stderr.contains("shutdown requested") && stderr.contains("stopped"),
         "{stderr}"
@@ -113,18 +59,23 @@ fn serve_starts_with_defaults_answers_ready_and_stops_gracefully_on_sigterm() {
     );
 
     // Restart on the existing data directory, configured through the environment.
-    let child = patchbay(&["serve"], Path::new("/"))
-        .env("PATCHBAY_DATA_DIR", dir.path().join("patchbay-data"))
+    let mut cmd = patchbay(&["serve"], Path::new("/"));
+    cmd.env("PATCHBAY_DATA_DIR", &data)
         .env("PATCHBAY_LISTEN", addr.to_string())
-        .env("PATCHBAY_LOG_FORMAT", "json")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_ready(addr);
-    sigterm(&child);
-    let out = wait_with_timeout(child, Duration::from_secs(15));
-    assert!(out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+        .env("PATCHBAY_LOG_FORMAT", "json");
+    let mut p = Proc::spawn(cmd);
+    p.ready(addr);
+    assert_eq!(
+        call(addr, "GET", "/api/me", &token, None).0,
+        200,
+        "the token survives restarts"
+    );
+    assert!(p.stop().success());
+    assert!(
+        common::bootstrap_token(&p.stdout()).is_none(),
+        "the bootstrap token is minted once"
+    );
+    let stderr = p.stderr();
     let first: serde_json::Value =
         serde_json::from_str(stderr.lines().next().unwrap()).expect("JSON log lines");
     assert!(first["level"].is_string(), "{first}");
@@ -134,6 +85,8 @@ fn serve_starts_with_defaults_answers_ready_and_stops_gracefully_on_sigterm() {
     );
 }
 
+use std::os::unix::fs::PermissionsExt as _;
+
 #[test]
 fn an_unreachable_database_is_one_line_without_the_password() {
     let dir = tempfile::tempdir().unwrap();
@@ -141,11 +94,11 @@ fn an_unreachable_database_is_one_line_without_the_password() {
         "postgres://patchbay:hunter2@127.0.0.1:{}/patchbay",
         free_port()
     );
-    let out = run_failing(patchbay(
+    let out = run(patchbay(
         &[
             "serve",
             "--listen",
-            &format!("127.0.0.1:{}", free_port()),
+            &local_addr().to_string(),
             "--database-url",
             &url,
         ],
@@ -164,28 +117,24 @@ fn an_unreachable_database_is_one_line_without_the_password() {
 fn an_unwritable_data_directory_is_one_line() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("plain-file"), b"").unwrap();
-    let out = run_failing(patchbay(
+    let out = run(patchbay(
         &[
             "serve",
             "--listen",
-            &format!("127.0.0.1:{}", free_port()),
+            &local_addr().to_string(),
             "--data-dir",
             "plain-file/data",
         ],
         dir.path(),
     ));
     assert_eq!(out.status.code(), Some(1));
-    let line = error_line(&out);
-    assert!(
-        line.contains("cannot create data directory plain-file/data"),
-        "{line}"
-    );
+    assert!(error_line(&out).contains("cannot create data directory plain-file/data"));
 }
 
 #[test]
 fn an_invalid_database_url_is_one_line() {
     let dir = tempfile::tempdir().unwrap();
-    let out = run_failing(patchbay(
+    let out = run(patchbay(
         &["serve", "--database-url", "mysql://root:pw@db/x"],
         dir.path(),
     ));
@@ -200,7 +149,7 @@ fn an_invalid_database_url_is_one_line() {
 #[test]
 fn an_invalid_listen_address_is_one_line() {
     let dir = tempfile::tempdir().unwrap();
-    let out = run_failing(patchbay(&["serve", "--listen", "localhost"], dir.path()));
+    let out = run(patchbay(&["serve", "--listen", "localhost"], dir.path()));
     assert_eq!(out.status.code(), Some(2));
     assert!(error_line(&out).contains("invalid listen address `localhost`"));
 }
@@ -210,7 +159,7 @@ fn a_port_in_use_is_one_line_and_touches_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap();
-    let out = run_failing(patchbay(
+    let out = run(patchbay(
         &["serve", "--listen", &addr.to_string()],
         dir.path(),
     ));
@@ -222,7 +171,7 @@ fn a_port_in_use_is_one_line_and_touches_nothing() {
     );
     assert!(
         !dir.path().join("patchbay-data").exists(),
-        "no database created"
+        "no database or key created"
     );
 }
 
@@ -232,8 +181,8 @@ fn serve_runs_on_postgresql() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let child = patchbay(
+    let addr = local_addr();
+    let mut p = Proc::spawn(patchbay(
         &[
             "serve",
             "--listen",
@@ -242,17 +191,90 @@ fn serve_runs_on_postgresql() {
             &pg.fresh_database(),
         ],
         dir.path(),
-    )
-    .stderr(Stdio::null())
-    .spawn()
-    .unwrap();
-    assert_eq!(wait_ready(addr)["database"], "postgres");
-    sigterm(&child);
+    ));
+    assert_eq!(p.ready(addr)["database"], "postgres");
+    assert!(p.stop().success());
+}
+
+#[test]
+fn token_create_works_beside_a_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = local_addr();
+    let (mut server, admin) = serve(dir.path(), addr, &["--no-bootstrap-token"]);
+    assert!(admin.is_none(), "--no-bootstrap-token prints none");
+    let data = dir.path().to_str().unwrap();
+    let out = run(patchbay(
+        &[
+            "token",
+            "create",
+            "--data-dir",
+            data,
+            "--platform",
+            "--name",
+            "ops",
+        ],
+        Path::new("/"),
+    ));
     assert!(
-        wait_with_timeout(child, Duration::from_secs(15))
-            .status
-            .success()
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
+    let admin = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(admin.starts_with("pb_"));
+    let (tenant_id, _) = common::tenant(addr, &admin, "acme");
+    let out = run(patchbay(
+        &[
+            "token",
+            "create",
+            "--data-dir",
+            data,
+            "--tenant",
+            "acme",
+            "--feature",
+            "integrations.view",
+        ],
+        Path::new("/"),
+    ));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let viewer = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let (_, me, _) = call(addr, "GET", "/api/me", &viewer, None);
+    assert_eq!(
+        (
+            me["tenantId"].as_str(),
+            me["features"].as_array().unwrap().len()
+        ),
+        (Some(tenant_id.as_str()), 1)
+    );
+    let out = run(patchbay(
+        &["token", "create", "--data-dir", data, "--tenant", "nope"],
+        Path::new("/"),
+    ));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(error_line(&out).contains("no tenant with slug or id `nope`"));
+    let out = run(patchbay(
+        &[
+            "token",
+            "create",
+            "--data-dir",
+            data,
+            "--tenant",
+            "acme",
+            "--feature",
+            "platform.admin",
+        ],
+        Path::new("/"),
+    ));
+    assert!(
+        error_line(&out).contains("features"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(server.stop().success());
 }
 
 #[test]
@@ -264,9 +286,7 @@ fn catalog_check_names_the_file_and_field_of_a_bad_manifest() {
         "[integration]\nid = \"notification_example\"\ntitle = \"Example\"\ndescription = \"x\"\ncategory = \"notification\"\nhub = \"notification_providers\"\nprovider_key = \"example\"\ncapabilities = { direction = \"outbound\" }\n",
     )
     .unwrap();
-    let out = patchbay(&["catalog", "check", "good.toml"], dir.path())
-        .output()
-        .unwrap();
+    let out = run(patchbay(&["catalog", "check", "good.toml"], dir.path()));
     assert!(
         out.status.success(),
         "{}",
@@ -283,25 +303,19 @@ fn catalog_check_names_the_file_and_field_of_a_bad_manifest() {
         ),
     )
     .unwrap();
-    let out = patchbay(&["catalog", "check", "bad.toml"], dir.path())
-        .output()
-        .unwrap();
+    let out = run(patchbay(&["catalog", "check", "bad.toml"], dir.path()));
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("bad.toml: integration.hub: hub `storage_providers` does not belong to category `notification`"), "{stderr}");
 
-    let out = patchbay(&["catalog", "check", "missing.toml"], dir.path())
-        .output()
-        .unwrap();
+    let out = run(patchbay(&["catalog", "check", "missing.toml"], dir.path()));
     assert_eq!(out.status.code(), Some(1));
     assert!(error_line(&out).contains("cannot read missing.toml"));
 }
 
 #[test]
 fn catalog_list_prints_the_builtin_catalog() {
-    let out = patchbay(&["catalog", "list"], Path::new("/"))
-        .output()
-        .unwrap();
+    let out = run(patchbay(&["catalog", "list"], Path::new("/")));
     assert!(out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(

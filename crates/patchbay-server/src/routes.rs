@@ -1,0 +1,232 @@
+//! The route table: every route once, with what it needs and what it
+//! returns. The router and the OpenAPI 3.1 document are both built from it,
+//! so a route cannot exist without being documented.
+
+use axum::http::Method;
+use axum::routing::{MethodRouter, delete, get, post, put};
+use patchbay_service::Feature;
+use patchbay_service::integrations::{
+    BundleDetail, BundleOutcome, BundleStateIn, IntegrationDetail, IntegrationList, PrincipalOut,
+    StateIn, StateOutcome,
+};
+use patchbay_service::logs::{LogPageOut, LogQueryIn, SettingsInOut};
+use patchbay_service::tenants::{OrganizationOut, TenantIn, TenantOut, TokenIn, TokenOut};
+use schemars::{JsonSchema, Schema, SchemaGenerator};
+use serde_json::{Map, Value, json};
+
+use crate::AppState;
+use crate::handlers as h;
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    /// No token needed (probes, the document).
+    Public,
+    /// Any valid token.
+    Token,
+    /// A token carrying this feature.
+    Feature(Feature),
+}
+
+type SchemaFn = fn(&mut SchemaGenerator) -> Schema;
+
+/// One route.
+#[derive(Debug, Clone, Copy)]
+pub struct Route {
+    pub method: &'static str,
+    /// axum path syntax (`/api/integrations/{id}`), which is also OpenAPI's.
+    pub path: &'static str,
+    pub operation_id: &'static str,
+    pub summary: &'static str,
+    pub tag: &'static str,
+    pub auth: Auth,
+    pub query: Option<SchemaFn>,
+    pub body: Option<SchemaFn>,
+    /// `None` for 204 No Content.
+    pub response: Option<SchemaFn>,
+    pub status: u16,
+    handler: fn() -> MethodRouter<AppState>,
+}
+
+fn s<T: JsonSchema>(g: &mut SchemaGenerator) -> Schema {
+    g.subschema_for::<T>()
+}
+
+fn inline<T: JsonSchema>(g: &mut SchemaGenerator) -> Schema {
+    T::json_schema(g)
+}
+
+const VIEW: Auth = Auth::Feature(Feature::IntegrationsView);
+const MANAGE: Auth = Auth::Feature(Feature::IntegrationsManage);
+const CREDENTIALS: Auth = Auth::Feature(Feature::IntegrationsCredentials);
+const ADMIN: Auth = Auth::Feature(Feature::PlatformAdmin);
+
+macro_rules! route {
+    ($method:ident $path:literal, $id:literal, $summary:literal, $tag:literal, $auth:expr, query: $q:expr, body: $b:expr, response: $r:expr, status: $st:literal, $handler:path) => {
+        Route {
+            method: stringify!($method),
+            path: $path,
+            operation_id: $id,
+            summary: $summary,
+            tag: $tag,
+            auth: $auth,
+            query: $q,
+            body: $b,
+            response: $r,
+            status: $st,
+            handler: || $method($handler),
+        }
+    };
+}
+
+/// Every route of the API.
+pub fn table() -> Vec<Route> {
+    vec![
+        route!(get "/healthz", "healthz", "Liveness: the process serves HTTP", "probes", Auth::Public, query: None, body: None, response: Some(s::<h::Alive>), status: 200, h::healthz),
+        route!(get "/readyz", "readyz", "Readiness: the database answers and is fully migrated", "probes", Auth::Public, query: None, body: None, response: Some(s::<h::Ready>), status: 200, h::readyz),
+        route!(get "/api/openapi.json", "openapi", "This document", "meta", Auth::Public, query: None, body: None, response: Some(s::<Value>), status: 200, h::openapi),
+        route!(get "/api/me", "me", "The calling token: scope and features", "meta", Auth::Token, query: None, body: None, response: Some(s::<h::MeOut>), status: 200, h::me),
+        route!(get "/api/catalog", "listCatalog", "The connector catalog (no tenant state)", "catalog", Auth::Token, query: Some(inline::<h::CatalogParams>), body: None, response: Some(s::<h::CatalogOut<'static>>), status: 200, h::catalog),
+        route!(get "/api/catalog/{id}", "getCatalogEntry", "One integration (with its bundle) or one bundle (with its members)", "catalog", Auth::Token, query: None, body: None, response: Some(s::<h::CatalogEntryOut<'static>>), status: 200, h::catalog_entry),
+        route!(get "/api/integrations", "listIntegrations", "Integrations with the caller's states; bundles with member and enabled counts", "integrations", VIEW, query: Some(inline::<h::CatalogParams>), body: None, response: Some(s::<IntegrationList>), status: 200, h::list_integrations),
+        route!(get "/api/integrations/{id}", "getIntegration", "One integration with state, credential summary and principal", "integrations", VIEW, query: None, body: None, response: Some(s::<IntegrationDetail>), status: 200, h::integration),
+        route!(put "/api/integrations/{id}/state", "setIntegrationState", "Enable, disable, revoke, or select an API version", "integrations", MANAGE, query: None, body: Some(s::<StateIn>), response: Some(s::<StateOutcome>), status: 200, h::set_state),
+        route!(get "/api/integrations/{id}/principal", "getPrincipal", "The principal the connection acts as, with its grants", "integrations", VIEW, query: None, body: None, response: Some(s::<PrincipalOut>), status: 200, h::principal),
+        route!(get "/api/integrations/{id}/credentials", "getCredentials", "Credentials of an integration or bundle, secrets masked", "credentials", CREDENTIALS, query: None, body: None, response: Some(s::<patchbay_service::credentials::MaskedCredentials>), status: 200, h::get_credentials),
+        route!(put "/api/integrations/{id}/credentials", "putCredentials", "Save credentials (validated against the form, encrypted)", "credentials", CREDENTIALS, query: None, body: Some(s::<h::CredentialsIn>), response: Some(s::<patchbay_service::credentials::MaskedCredentials>), status: 200, h::put_credentials),
+        route!(delete "/api/integrations/{id}/credentials", "deleteCredentials", "Hard-delete the credentials of an integration or bundle", "credentials", CREDENTIALS, query: None, body: None, response: None, status: 204, h::delete_credentials),
+        route!(get "/api/integrations/{id}/logs", "getIntegrationLogs", "Operation-log entries of one integration, newest first", "logs", VIEW, query: Some(inline::<LogQueryIn>), body: None, response: Some(s::<LogPageOut>), status: 200, h::integration_logs),
+        route!(get "/api/bundles/{id}", "getBundle", "A bundle with its members' states", "integrations", VIEW, query: None, body: None, response: Some(s::<BundleDetail>), status: 200, h::bundle),
+        route!(put "/api/bundles/{id}/state", "setBundleState", "Enable all or disable all members of a bundle", "integrations", MANAGE, query: None, body: Some(s::<BundleStateIn>), response: Some(s::<BundleOutcome>), status: 200, h::set_bundle_state),
+        route!(get "/api/logs", "listLogs", "Operation-log entries of the caller's scope, newest first", "logs", VIEW, query: Some(inline::<LogQueryIn>), body: None, response: Some(s::<LogPageOut>), status: 200, h::logs),
+        route!(get "/api/events", "listEvents", "Lifecycle events after an outbox position", "events", VIEW, query: Some(inline::<h::EventsParams>), body: None, response: Some(s::<Vec<patchbay_service::events::EventOut>>), status: 200, h::events),
+        route!(get "/api/settings", "getSettings", "The tenant's retention settings", "settings", VIEW, query: None, body: None, response: Some(s::<SettingsInOut>), status: 200, h::get_settings),
+        route!(put "/api/settings", "putSettings", "Change the tenant's retention settings", "settings", MANAGE, query: None, body: Some(s::<SettingsInOut>), response: Some(s::<SettingsInOut>), status: 200, h::put_settings),
+        route!(get "/api/tenants", "listTenants", "Every tenant with its organizations", "admin", ADMIN, query: None, body: None, response: Some(s::<Vec<TenantOut>>), status: 200, h::list_tenants),
+        route!(post "/api/tenants", "createTenant", "Create a tenant (with its `main` organization)", "admin", ADMIN, query: None, body: Some(s::<TenantIn>), response: Some(s::<TenantOut>), status: 201, h::create_tenant),
+        route!(get "/api/tenants/{id}", "getTenant", "One tenant", "admin", ADMIN, query: None, body: None, response: Some(s::<TenantOut>), status: 200, h::tenant),
+        route!(post "/api/tenants/{id}/organizations", "createOrganization", "Create an organization in a tenant", "admin", ADMIN, query: None, body: Some(s::<TenantIn>), response: Some(s::<OrganizationOut>), status: 201, h::create_organization),
+        route!(get "/api/tokens", "listTokens", "Every API token (never their secrets)", "admin", ADMIN, query: None, body: None, response: Some(s::<Vec<TokenOut>>), status: 200, h::list_tokens),
+        route!(post "/api/tokens", "createToken", "Create an API token; the response shows it once", "admin", ADMIN, query: None, body: Some(s::<TokenIn>), response: Some(s::<h::TokenCreatedOut>), status: 201, h::create_token),
+        route!(delete "/api/tokens/{id}", "revokeToken", "Revoke an API token", "admin", ADMIN, query: None, body: None, response: None, status: 204, h::revoke_token),
+        route!(get "/api/audit", "listAudit", "The audit trail, newest first", "admin", ADMIN, query: Some(inline::<h::AuditParams>), body: None, response: Some(s::<Vec<patchbay_service::audit::AuditOut>>), status: 200, h::audit),
+    ]
+}
+
+/// The router of every route in the table.
+pub fn router() -> axum::Router<AppState> {
+    table().into_iter().fold(axum::Router::new(), |r, route| {
+        r.route(route.path, (route.handler)())
+    })
+}
+
+/// The OpenAPI 3.1 document of the table.
+pub fn openapi() -> Value {
+    let settings = schemars::generate::SchemaSettings::draft2020_12().with(|s| {
+        s.definitions_path = "/components/schemas".into();
+        s.meta_schema = None;
+        s.contract = schemars::generate::Contract::Serialize;
+    });
+    let mut g = SchemaGenerator::new(settings);
+    let mut paths: Map<String, Value> = Map::new();
+    for r in table() {
+        let mut op = Map::new();
+        op.insert("operationId".into(), json!(r.operation_id));
+        op.insert("summary".into(), json!(r.summary));
+        op.insert("tags".into(), json!([r.tag]));
+        let mut params: Vec<Value> = r
+            .path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|name| json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } }))
+            .collect();
+        if let Some(q) = r.query {
+            let schema = q(&mut g);
+            if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+                for (name, prop) in props {
+                    let description = prop.get("description").cloned().unwrap_or(Value::Null);
+                    let mut p =
+                        json!({ "name": name, "in": "query", "required": false, "schema": prop });
+                    if !description.is_null() {
+                        p["description"] = description;
+                    }
+                    params.push(p);
+                }
+            }
+        }
+        if !params.is_empty() {
+            op.insert("parameters".into(), Value::Array(params));
+        }
+        if let Some(b) = r.body {
+            op.insert("requestBody".into(), json!({ "required": true, "content": { "application/json": { "schema": b(&mut g) } } }));
+        }
+        let mut responses = Map::new();
+        let success = match r.response {
+            Some(f) => {
+                json!({ "description": "Success", "content": { "application/json": { "schema": f(&mut g) } } })
+            }
+            None => json!({ "description": "Done; no content" }),
+        };
+        responses.insert(r.status.to_string(), success);
+        responses.insert(
+            "default".into(),
+            json!({ "$ref": "#/components/responses/Problem" }),
+        );
+        op.insert("responses".into(), Value::Object(responses));
+        match r.auth {
+            Auth::Public => {
+                op.insert("security".into(), json!([]));
+            }
+            Auth::Token => {}
+            Auth::Feature(f) => {
+                op.insert("x-patchbay-feature".into(), json!(f.as_str()));
+            }
+        }
+        let entry = paths.entry(r.path.to_owned()).or_insert_with(|| json!({}));
+        entry[r.method] = Value::Object(op);
+    }
+    let mut schemas = g.take_definitions(true);
+    schemas.insert(
+        "Problem".into(),
+        json!({
+            "type": "object",
+            "description": "RFC 9457 problem details with a stable `code`",
+            "required": ["type", "title", "status", "code", "detail"],
+            "properties": {
+                "type": { "type": "string" },
+                "title": { "type": "string" },
+                "status": { "type": "integer" },
+                "code": { "type": "string", "enum": crate::error::CODES.iter().map(|c| c.0).collect::<Vec<_>>() },
+                "detail": { "type": "string" },
+                "field": { "type": "string" },
+                "errors": { "type": "array", "items": {
+                    "type": "object",
+                    "required": ["field", "code", "message"],
+                    "properties": { "field": { "type": "string" }, "code": { "type": "string" }, "message": { "type": "string" } }
+                } }
+            }
+        }),
+    );
+    let codes: Vec<Value> = crate::error::CODES.iter().map(|(code, status, title, when)| json!({ "code": code, "status": status, "title": title, "description": when })).collect();
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Patchbay API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "The REST API of Patchbay. Every call but the probes needs `Authorization: Bearer pb_…`; the token decides the tenant scope and the features. Errors are application/problem+json with a stable `code` (see `x-error-codes`)."
+        },
+        "security": [{ "bearer": [] }],
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer", "description": "An API token, `pb_…`" } },
+            "responses": { "Problem": { "description": "An error", "content": { "application/problem+json": { "schema": { "$ref": "#/components/schemas/Problem" } } } } }
+        },
+        "x-error-codes": codes
+    })
+}
+
+/// The HTTP method of a route, for tests that call every route.
+pub fn method_of(r: &Route) -> Method {
+    Method::from_bytes(r.method.to_ascii_uppercase().as_bytes()).unwrap_or(Method::GET)
+}
