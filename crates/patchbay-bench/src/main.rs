@@ -14,6 +14,7 @@ use anyhow::{Context as _, bail};
 use serde::Serialize;
 
 mod registry;
+mod services;
 mod startup;
 
 /// One measured figure.
@@ -64,6 +65,24 @@ pub(crate) fn stats(mut samples: Vec<Duration>) -> Stats {
     }
 }
 
+/// The `q` quantile (0.0-1.0) of samples.
+pub(crate) fn quantile(mut samples: Vec<Duration>, q: f64) -> Duration {
+    samples.sort();
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
+    let i = ((samples.len() - 1) as f64 * q).round() as usize;
+    samples[i]
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
 pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -82,7 +101,7 @@ pub(crate) fn time_n(n: usize, mut f: impl FnMut()) -> Stats {
     )
 }
 
-const SCENARIOS: &[&str] = &["registry", "startup"];
+const SCENARIOS: &[&str] = &["registry", "startup", "credentials", "api_list", "oplog"];
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
@@ -113,6 +132,9 @@ fn main() -> anyhow::Result<()> {
                 .extend(startup::run(bin.as_deref().context(
                     "the startup scenario needs --bin <release patchbay binary>",
                 )?)?),
+            "credentials" => figures.extend(services::credentials(&runtime()?)?),
+            "api_list" => figures.extend(services::api_list(&runtime()?)?),
+            "oplog" => figures.extend(services::oplog(&runtime()?)?),
             _ => unreachable!("checked above"),
         }
     }

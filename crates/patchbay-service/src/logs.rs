@@ -66,9 +66,10 @@ impl LogWriter {
                     .iter_mut()
                     .flat_map(|p| std::mem::take(&mut p.entries))
                     .collect();
-                let result = store.append_logs(&entries).await.map_err(|e| e.to_string());
+                let count = entries.len();
+                let result = store.append_logs(entries).await.map_err(|e| e.to_string());
                 if let Err(e) = &result {
-                    tracing::error!(error = %e, entries = entries.len(), "cannot store operation-log entries");
+                    tracing::error!(error = %e, entries = count, "cannot store operation-log entries");
                 }
                 for p in batch {
                     let _ = p.done.send(result.clone());

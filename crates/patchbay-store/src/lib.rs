@@ -20,6 +20,7 @@ mod model;
 mod postgres;
 mod sql;
 mod sqlite;
+mod statements;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -205,7 +206,7 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn list_states(&self, scope: &Scope) -> Result<Vec<StateRecord>>;
 
     /// Appends log entries in one transaction, in multi-row batches.
-    async fn append_logs(&self, entries: &[NewLogEntry]) -> Result<()>;
+    async fn append_logs(&self, entries: Vec<NewLogEntry>) -> Result<()>;
     async fn query_logs(&self, scope: &Scope, query: &LogQuery) -> Result<LogPage>;
     /// Deletes a tenant's entries older than `older_than`, or, for errors,
     /// older than `errors_older_than`. Returns how many were deleted.

@@ -126,13 +126,10 @@ async fn a_database_from_a_newer_release_is_refused(f: Fixture) {
     let sql = "INSERT INTO patchbay_migrations (version, name, checksum, applied_at) VALUES (9999, 'future', 'x', 0)";
     match &f.config {
         DatabaseConfig::Sqlite { path } => {
-            let mut c = <sqlx::SqliteConnection as sqlx::Connection>::connect(&format!(
-                "sqlite://{}",
-                path.display()
-            ))
-            .await
-            .unwrap();
-            sqlx::query(sql).execute(&mut c).await.unwrap();
+            rusqlite::Connection::open(path)
+                .unwrap()
+                .execute(sql, [])
+                .unwrap();
         }
         DatabaseConfig::Postgres { url } => {
             let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(url)
@@ -597,11 +594,11 @@ async fn logs_are_batched_filtered_paginated_and_pruned(f: Fixture) {
             )
         })
         .collect();
-    s.append_logs(&entries).await.unwrap();
-    s.append_logs(&[log(&b, 5, LogLevel::Error, "sync.import")])
+    s.append_logs(entries.clone()).await.unwrap();
+    s.append_logs(vec![log(&b, 5, LogLevel::Error, "sync.import")])
         .await
         .unwrap();
-    s.append_logs(&[]).await.unwrap();
+    s.append_logs(vec![]).await.unwrap();
 
     // Newest first, cursor pagination through everything, total stable.
     let mut seen = Vec::new();
@@ -897,7 +894,7 @@ async fn concurrent_writers_all_succeed(f: Fixture) {
                     .await
                     .unwrap();
                 store
-                    .append_logs(&[log(&scope, m, LogLevel::Info, "x")])
+                    .append_logs(vec![log(&scope, m, LogLevel::Info, "x")])
                     .await
                     .unwrap();
             }
