@@ -15,6 +15,7 @@
 //! * [`logs`] — the operation log: scoped loggers, redaction, queries,
 //!   retention.
 //! * [`events`], [`audit`] — the outbox and the audit trail.
+//! * [`demo`] — the demo tenant of `patchbay serve --demo`.
 //!
 //! Architecture invariants:
 //! * Scope comes only from the [`Caller`]; no method takes a tenant or
@@ -28,6 +29,7 @@ pub mod audit;
 pub mod auth;
 pub mod clock;
 pub mod credentials;
+pub mod demo;
 pub mod error;
 pub mod events;
 pub mod integrations;

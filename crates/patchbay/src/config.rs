@@ -72,6 +72,11 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "PATCHBAY_NO_BOOTSTRAP_TOKEN")]
     pub(crate) no_bootstrap_token: bool,
 
+    /// Create a demo tenant with configured integrations and some history on
+    /// first start, and print a token for it once.
+    #[arg(long, env = "PATCHBAY_DEMO")]
+    pub(crate) demo: bool,
+
     /// Address to listen on, host:port.
     #[arg(long, env = "PATCHBAY_LISTEN", default_value = "127.0.0.1:8080")]
     pub(crate) listen: String,
@@ -101,6 +106,7 @@ pub(crate) struct ServeConfig {
     pub(crate) database: DatabaseConfig,
     pub(crate) keys: patchbay_service::KeySource,
     pub(crate) bootstrap_token: bool,
+    pub(crate) demo: bool,
     pub(crate) listen: SocketAddr,
     pub(crate) log_filter: tracing_subscriber::EnvFilter,
     pub(crate) log_format: LogFormat,
@@ -124,6 +130,7 @@ impl ServeArgs {
             database,
             keys,
             bootstrap_token: !self.no_bootstrap_token,
+            demo: self.demo,
             listen,
             log_filter,
             log_format: self.log_format,

@@ -249,6 +249,15 @@ async fn serve(config: config::ServeConfig) -> anyhow::Result<()> {
             token.expose_secret()
         );
     }
+    if config.demo
+        && let Some(token) = services.seed_demo().await?
+    {
+        println!(
+            "\nPatchbay created the demo tenant `demo`, with Stripe, the MedusaJS bundle and SMTP configured.\nIts token is shown this once:\n\n    {}\n\nTry: curl -H \"Authorization: Bearer <token>\" http://{}/api/integrations\n",
+            token.expose_secret(),
+            listener.local_addr()?
+        );
+    }
     let addr = listener.local_addr()?;
     tracing::info!(%addr, startup_ms = started.elapsed().as_millis(), "listening on http://{addr}");
     let app = patchbay_server::router(patchbay_server::AppState::new(services.clone()));

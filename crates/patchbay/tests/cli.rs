@@ -326,3 +326,68 @@ fn catalog_list_prints_the_builtin_catalog() {
     );
     assert!(stdout.contains("(bundle sync_medusa)"));
 }
+
+#[test]
+fn serve_with_demo_creates_a_demo_tenant_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = local_addr();
+    let mut p = Proc::spawn(patchbay(
+        &[
+            "serve",
+            "--demo",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--listen",
+            &addr.to_string(),
+        ],
+        Path::new("/"),
+    ));
+    p.ready(addr);
+    let out = patchbay_testkit::wait_for("the demo token", Duration::from_secs(10), || {
+        p.stdout().contains("demo tenant").then(|| p.stdout())
+    });
+    let tokens: Vec<&str> = out
+        .split_whitespace()
+        .filter(|w| w.starts_with("pb_"))
+        .collect();
+    assert_eq!(
+        tokens.len(),
+        2,
+        "the bootstrap token and the demo token: {out}"
+    );
+    let demo = tokens[1];
+    let (status, list, _) = call(addr, "GET", "/api/integrations", demo, None);
+    assert_eq!(status, 200);
+    let state = |id: &str| {
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["id"] == id)
+            .unwrap()["state"]["status"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(state("gateway_stripe"), "enabled");
+    assert_eq!(state("sync_medusa_orders"), "enabled");
+    assert_eq!(state("notification_smtp"), "draft");
+    let (_, logs, _) = call(addr, "GET", "/api/logs?level=error", demo, None);
+    assert_eq!(logs["total"], 1);
+    assert!(p.stop().success());
+    // Once only.
+    let mut p = Proc::spawn(patchbay(
+        &[
+            "serve",
+            "--demo",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--listen",
+            &addr.to_string(),
+        ],
+        Path::new("/"),
+    ));
+    p.ready(addr);
+    assert!(p.stop().success());
+    assert!(!p.stdout().contains("pb_"), "{}", p.stdout());
+}

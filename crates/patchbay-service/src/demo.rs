@@ -1,0 +1,136 @@
+//! Demo data for `patchbay serve --demo`: a tenant with a few integrations
+//! configured and enabled, and some operation-log history, so that a fresh
+//! install has something to look at. The credentials are placeholders for
+//! providers that are not called.
+
+use patchbay_core::{IntegrationStatus, LogLevel};
+use patchbay_vault::SecretString;
+use serde_json::json;
+
+use crate::auth::{Access, Caller, Feature};
+use crate::error::Result;
+use crate::integrations::{BundleStateIn, StateIn};
+use crate::logs::Entry;
+use crate::tenants::{TenantIn, TokenIn};
+use crate::{ServiceError, Services};
+
+pub const DEMO_TENANT: &str = "demo";
+
+impl Services {
+    /// Creates the demo tenant, once. Returns a token for it the first time
+    /// (to be shown once), `None` when it exists already.
+    pub async fn seed_demo(&self) -> Result<Option<SecretString>> {
+        if self
+            .store()
+            .list_tenants()
+            .await?
+            .iter()
+            .any(|t| t.slug == DEMO_TENANT)
+        {
+            return Ok(None);
+        }
+        let system = Caller {
+            token_id: "demo-seed".to_owned(),
+            token_name: "demo data".to_owned(),
+            access: Access::Platform,
+            features: vec![Feature::PlatformAdmin],
+        };
+        let tenant = self
+            .create_tenant(
+                &system,
+                TenantIn {
+                    slug: DEMO_TENANT.to_owned(),
+                    name: "Demo Store".to_owned(),
+                },
+            )
+            .await?;
+        let org = tenant
+            .organizations
+            .first()
+            .ok_or_else(|| ServiceError::internal(&"the demo tenant has no organization"))?;
+        let scope = patchbay_core::Scope::new(tenant.id.clone(), org.id.clone());
+        let operator = Caller {
+            token_id: "demo-seed".to_owned(),
+            token_name: "demo data".to_owned(),
+            access: Access::Tenant(scope.clone()),
+            features: Feature::TENANT.to_vec(),
+        };
+        let values = |v: serde_json::Value| v.as_object().cloned().unwrap_or_default();
+        self.save_credentials(&operator, "gateway_stripe", values(json!({ "publishableKey": "pk_test_demo", "secretKey": "sk_test_demo_placeholder", "webhookSecret": "whsec_demo_placeholder", "captureMethod": "automatic" }))).await?;
+        self.set_state(
+            &operator,
+            "gateway_stripe",
+            StateIn {
+                status: Some(IntegrationStatus::Enabled),
+                ..StateIn::default()
+            },
+        )
+        .await?;
+        self.save_credentials(&operator, "sync_medusa", values(json!({ "medusaApiUrl": "https://medusa.demo.example", "medusaApiKey": "demo_placeholder_key", "medusaWebhookSecret": "demo_placeholder_hook" }))).await?;
+        self.set_bundle_state(&operator, "sync_medusa", BundleStateIn { enabled: true })
+            .await?;
+        self.save_credentials(&operator, "notification_smtp", values(json!({ "host": "localhost", "port": 1025, "security": "none", "fromAddress": "Demo Store <shop@demo.example>" }))).await?;
+        let log = self
+            .logger(
+                &scope,
+                "sync_medusa_products",
+                Some("demo-run-1".to_owned()),
+            )
+            .await?;
+        log.log_many([
+            (
+                LogLevel::Info,
+                Entry {
+                    operation: "sync.import.started".into(),
+                    message: "Starting product import from MedusaJS".into(),
+                    ..Entry::default()
+                },
+            ),
+            (
+                LogLevel::Info,
+                Entry {
+                    operation: "sync.import.batch".into(),
+                    message: "Processed batch: 50 imported, 0 skipped, 1 failed".into(),
+                    details: Some(json!({ "imported": 50, "failed": 1 })),
+                    ..Entry::default()
+                },
+            ),
+            (
+                LogLevel::Error,
+                Entry {
+                    operation: "sync.import.item_failed".into(),
+                    message: "Failed to import product prod_17: price is missing".into(),
+                    entity_type: Some("catalog.product".into()),
+                    entity_id: Some("prod_17".into()),
+                    ..Entry::default()
+                },
+            ),
+            (
+                LogLevel::Info,
+                Entry {
+                    operation: "sync.import.completed".into(),
+                    message: "Import complete: 50 imported, 1 failed".into(),
+                    duration_ms: Some(1840),
+                    ..Entry::default()
+                },
+            ),
+        ])
+        .await?;
+        let token = self
+            .create_token(
+                &system,
+                TokenIn {
+                    name: "demo tenant token".to_owned(),
+                    tenant_id: Some(tenant.id),
+                    organization_id: None,
+                    features: Feature::TENANT
+                        .iter()
+                        .map(|f| f.as_str().to_owned())
+                        .collect(),
+                    expires_at: None,
+                },
+            )
+            .await?;
+        Ok(Some(token.token))
+    }
+}
