@@ -81,6 +81,12 @@ pub const CODES: &[(&str, u16, &str, &str)] = &[
         "The body exceeds the size limit (64 KiB).",
     ),
     (
+        "too_many_attempts",
+        429,
+        "Too many attempts",
+        "Too many failed attempts (sign-in); `Retry-After` says when to try again.",
+    ),
+    (
         "unsupported_media_type",
         415,
         "Unsupported media type",
@@ -121,6 +127,8 @@ pub struct ApiError {
     pub field: Option<String>,
     /// Every problem, for rule violations.
     pub errors: Vec<FieldError>,
+    /// Seconds for a `Retry-After` header.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -135,6 +143,7 @@ impl ApiError {
             detail: detail.into(),
             field: None,
             errors: Vec::new(),
+            retry_after: None,
         }
     }
 
@@ -201,6 +210,11 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if let Some(secs) = self.retry_after
+            && let Ok(v) = HeaderValue::from_str(&secs.to_string())
+        {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
         if self.code == "unauthenticated" {
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -236,6 +250,13 @@ impl From<ServiceError> for ApiError {
                     ..ApiError::new(code, message)
                 }
             }
+            ServiceError::RateLimited { retry_after_secs } => ApiError {
+                retry_after: Some(retry_after_secs),
+                ..ApiError::new(
+                    "too_many_attempts",
+                    format!("too many attempts; try again in {retry_after_secs} seconds"),
+                )
+            },
             ServiceError::Unavailable(m) => ApiError::new("not_ready", m),
             // Already logged by the service.
             ServiceError::Internal(m) => ApiError::new("internal", m),

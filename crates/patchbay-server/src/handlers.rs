@@ -106,8 +106,8 @@ pub async fn me(Authed(caller): Authed) -> ApiResult<Response> {
         ),
     };
     ok(&MeOut {
-        token_id: caller.token_id.clone(),
-        token_name: caller.token_name.clone(),
+        token_id: caller.id.clone(),
+        token_name: caller.name.clone(),
         scope,
         tenant_id,
         organization_id,
@@ -531,4 +531,33 @@ pub async fn audit(
             limit,
         )
         .await?)
+}
+
+// ---- operator accounts ----
+
+pub async fn list_users(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+) -> ApiResult<Response> {
+    ok(&state.services().list_users(&caller).await?)
+}
+
+pub async fn create_user(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Json(input): Json<patchbay_service::users::UserIn>,
+) -> ApiResult<Response> {
+    json(
+        StatusCode::CREATED,
+        &state.services().create_user(&caller, input).await?,
+    )
+}
+
+pub async fn disable_user(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    state.services().disable_user(&caller, &id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

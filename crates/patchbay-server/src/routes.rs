@@ -109,6 +109,9 @@ pub fn table() -> Vec<Route> {
         route!(get "/api/tokens", "listTokens", "Every API token (never their secrets)", "admin", ADMIN, query: None, body: None, response: Some(s::<Vec<TokenOut>>), status: 200, h::list_tokens),
         route!(post "/api/tokens", "createToken", "Create an API token; the response shows it once", "admin", ADMIN, query: None, body: Some(s::<TokenIn>), response: Some(s::<h::TokenCreatedOut>), status: 201, h::create_token),
         route!(delete "/api/tokens/{id}", "revokeToken", "Revoke an API token", "admin", ADMIN, query: None, body: None, response: None, status: 204, h::revoke_token),
+        route!(get "/api/users", "listUsers", "Operator accounts of the admin panel", "admin", ADMIN, query: None, body: None, response: Some(s::<Vec<patchbay_service::users::UserOut>>), status: 200, h::list_users),
+        route!(post "/api/users", "createUser", "Create an operator account", "admin", ADMIN, query: None, body: Some(s::<patchbay_service::users::UserIn>), response: Some(s::<patchbay_service::users::UserOut>), status: 201, h::create_user),
+        route!(delete "/api/users/{id}", "disableUser", "Disable an operator account and end its sessions", "admin", ADMIN, query: None, body: None, response: None, status: 204, h::disable_user),
         route!(get "/api/audit", "listAudit", "The audit trail, newest first", "admin", ADMIN, query: Some(inline::<h::AuditParams>), body: None, response: Some(s::<Vec<patchbay_service::audit::AuditOut>>), status: 200, h::audit),
     ]
 }

@@ -18,7 +18,7 @@ fn concrete(path: &str, tenant: &str, token_id: &str) -> String {
         "sync_medusa"
     } else if path.starts_with("/api/tenants") {
         tenant
-    } else if path.starts_with("/api/tokens") {
+    } else if path.starts_with("/api/tokens") || path.starts_with("/api/users") {
         token_id
     } else {
         "gateway_stripe"
@@ -38,6 +38,9 @@ fn body(operation: &str, n: usize, tenant: &str) -> Option<Value> {
         "createToken" => {
             json!({ "name": "x", "tenantId": tenant, "features": ["integrations.view"] })
         }
+        "createUser" => {
+            json!({ "email": format!("user{n}@example.com"), "name": "U", "password": "correct horse battery", "role": "viewer", "tenantId": tenant })
+        }
         _ => return None,
     })
 }
@@ -51,7 +54,10 @@ fn probes_answer_without_a_token() {
     assert_eq!(r.status, 200, "{}", r.raw.text());
     assert_eq!(
         (r.json["database"].as_str(), r.json["migration"].as_i64()),
-        (Some("sqlite"), Some(2))
+        (
+            Some("sqlite"),
+            patchbay_store::migrate::SQLITE.last().map(|m| m.version)
+        )
     );
 }
 
@@ -272,6 +278,7 @@ fn no_route_shows_one_tenant_anything_of_another() {
         );
         if route.path.starts_with("/api/tenants")
             || route.path.starts_with("/api/tokens")
+            || route.path.starts_with("/api/users")
             || route.path == "/api/audit"
         {
             assert_problem(&r, 403, "forbidden");

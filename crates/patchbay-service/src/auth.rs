@@ -78,19 +78,38 @@ pub enum Access {
     Tenant(Scope),
 }
 
+/// What authenticated a caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallerKind {
+    /// An API token.
+    Token,
+    /// An operator signed in to the admin panel.
+    User,
+    /// Patchbay itself, for the operator at the command line (`patchbay token create`) or for seeding.
+    System,
+}
+
 /// An authenticated caller.
 #[derive(Debug, Clone)]
 pub struct Caller {
-    pub token_id: String,
-    pub token_name: String,
+    pub kind: CallerKind,
+    /// The token id, user id or system actor name.
+    pub id: String,
+    /// The token's or user's name, for display.
+    pub name: String,
     pub access: Access,
     pub features: Vec<Feature>,
 }
 
 impl Caller {
-    /// How the caller is named in audit records and `enabled_by`.
+    /// How the caller is named in audit records and `enabled_by` (`token:…`, `user:…`).
     pub fn actor(&self) -> String {
-        format!("token:{}", self.token_id)
+        let kind = match self.kind {
+            CallerKind::Token => "token",
+            CallerKind::User => "user",
+            CallerKind::System => "system",
+        };
+        format!("{kind}:{}", self.id)
     }
 
     pub fn has(&self, f: Feature) -> bool {
@@ -192,8 +211,9 @@ pub(crate) fn caller_from(record: &ApiTokenRecord, now: Timestamp) -> Result<Cal
         ));
     }
     Ok(Caller {
-        token_id: record.id.clone(),
-        token_name: record.name.clone(),
+        kind: CallerKind::Token,
+        id: record.id.clone(),
+        name: record.name.clone(),
         access: match &record.scope {
             TokenScope::Platform => Access::Platform,
             TokenScope::Tenant(s) => Access::Tenant(s.clone()),

@@ -30,8 +30,9 @@ impl Services {
             return Ok(None);
         }
         let system = Caller {
-            token_id: "demo-seed".to_owned(),
-            token_name: "demo data".to_owned(),
+            kind: crate::auth::CallerKind::System,
+            id: "demo-seed".to_owned(),
+            name: "demo data".to_owned(),
             access: Access::Platform,
             features: vec![Feature::PlatformAdmin],
         };
@@ -50,8 +51,9 @@ impl Services {
             .ok_or_else(|| ServiceError::internal(&"the demo tenant has no organization"))?;
         let scope = patchbay_core::Scope::new(tenant.id.clone(), org.id.clone());
         let operator = Caller {
-            token_id: "demo-seed".to_owned(),
-            token_name: "demo data".to_owned(),
+            kind: crate::auth::CallerKind::System,
+            id: "demo-seed".to_owned(),
+            name: "demo data".to_owned(),
             access: Access::Tenant(scope.clone()),
             features: Feature::TENANT.to_vec(),
         };

@@ -55,6 +55,9 @@ pub enum ServiceError {
         message: String,
         errors: Vec<FieldError>,
     },
+    /// Too many attempts (sign-in); try again after the given time.
+    #[error("too many attempts; try again in {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
     /// The database is unreachable.
     #[error("{0}")]
     Unavailable(String),
@@ -94,6 +97,7 @@ impl ServiceError {
             ServiceError::NotFound(_) => "not_found",
             ServiceError::Invalid { .. } => "invalid",
             ServiceError::Conflict { .. } => "refused",
+            ServiceError::RateLimited { .. } => "rate_limited",
             ServiceError::Unavailable(_) | ServiceError::Internal(_) => "failed",
         }
     }

@@ -15,6 +15,7 @@
 //! * [`logs`] — the operation log: scoped loggers, redaction, queries,
 //!   retention.
 //! * [`events`], [`audit`] — the outbox and the audit trail.
+//! * [`users`] — operator accounts, sessions and sign-in for the admin panel.
 //! * [`demo`] — the demo tenant of `patchbay serve --demo`.
 //!
 //! Architecture invariants:
@@ -36,13 +37,14 @@ pub mod integrations;
 pub mod keys;
 pub mod logs;
 pub mod tenants;
+pub mod users;
 
 use std::sync::{Arc, RwLock};
 
 use patchbay_core::{Registry, Timestamp};
 use patchbay_store::Store;
 
-pub use auth::{Access, Caller, Feature};
+pub use auth::{Access, Caller, CallerKind, Feature};
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use error::{FieldError, Result, ServiceError};
 pub use keys::{KeyError, KeyManager, KeySource, RotationOptions};
@@ -61,6 +63,7 @@ struct Inner {
     keys: KeyManager,
     clock: Arc<dyn Clock>,
     logs: logs::LogWriter,
+    sign_in: users::SignInLimiter,
 }
 
 impl Services {
@@ -80,6 +83,7 @@ impl Services {
                 keys,
                 clock,
                 logs,
+                sign_in: users::SignInLimiter::default(),
             }),
         }
     }

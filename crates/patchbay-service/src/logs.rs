@@ -255,6 +255,8 @@ pub struct LogQueryIn {
     pub until: Option<String>,
     /// The `nextCursor` of the previous page.
     pub cursor: Option<String>,
+    /// A 1-based page number, for numbered browsing (instead of `cursor`).
+    pub page: Option<u32>,
     /// 1-200, default 50.
     pub limit: Option<u32>,
 }
@@ -402,6 +404,22 @@ impl Services {
                 "must be between 1 and 200",
             ));
         }
+        let offset = match q.page {
+            None => None,
+            Some(0) => {
+                errors.push(FieldError::new("page", "out_of_range", "pages start at 1"));
+                None
+            }
+            Some(_) if before_id.is_some() => {
+                errors.push(FieldError::new(
+                    "page",
+                    "conflicting",
+                    "use either page or cursor, not both",
+                ));
+                None
+            }
+            Some(p) => Some((p - 1).saturating_mul(limit)),
+        };
         if !errors.is_empty() {
             return Err(ServiceError::invalid("the log query is invalid", errors));
         }
@@ -419,6 +437,7 @@ impl Services {
                     since,
                     until,
                     before_id,
+                    offset,
                     limit,
                 },
             )

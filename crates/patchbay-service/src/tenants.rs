@@ -367,8 +367,9 @@ impl Services {
     /// token create`), who holds the database and the master key already.
     pub async fn create_token_as_system(&self, input: TokenIn) -> Result<CreatedToken> {
         let system = Caller {
-            token_id: "cli".to_owned(),
-            token_name: "patchbay token create".to_owned(),
+            kind: crate::auth::CallerKind::System,
+            id: "cli".to_owned(),
+            name: "patchbay token create".to_owned(),
             access: crate::Access::Platform,
             features: vec![Feature::PlatformAdmin],
         };

@@ -254,6 +254,28 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     async fn get_tenant_settings(&self, tenant: &TenantId) -> Result<Option<TenantSettings>>;
 
+    /// The user with this (lower-cased) email.
+    async fn find_user_by_email(&self, email: &str) -> Result<Option<UserRecord>>;
+    async fn get_user(&self, id: &str) -> Result<Option<UserRecord>>;
+    /// Users of one tenant, or every user with `None`.
+    async fn list_users(&self, tenant: Option<&TenantId>) -> Result<Vec<UserRecord>>;
+    async fn touch_user_sign_in(&self, id: &str, at: Timestamp) -> Result<()>;
+    /// The session whose cookie hashes to `id_hash`, expired or not.
+    async fn find_session(&self, id_hash: &[u8]) -> Result<Option<SessionRecord>>;
+    /// Records activity on a session and moves its expiry.
+    async fn touch_session(
+        &self,
+        id_hash: &[u8],
+        at: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<()>;
+    /// Deletes sessions that expired before `now`; returns how many.
+    async fn delete_expired_sessions(&self, now: Timestamp) -> Result<u64>;
+
+    /// Integrations with errors logged since `since`, across every tenant,
+    /// most errors first (the platform's failing-connections view).
+    async fn list_failing(&self, since: Timestamp, limit: u32) -> Result<Vec<FailingConnection>>;
+
     /// Closes the connection pools (graceful shutdown).
     async fn close(&self);
 }

@@ -42,6 +42,11 @@ pub const SQLITE: &[Migration] = &[
         name: "vault_principals_settings",
         sql: include_str!("../migrations/sqlite/0002_vault_principals_settings.sql"),
     },
+    Migration {
+        version: 3,
+        name: "users_sessions",
+        sql: include_str!("../migrations/sqlite/0003_users_sessions.sql"),
+    },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -54,6 +59,11 @@ pub const POSTGRES: &[Migration] = &[
         version: 2,
         name: "vault_principals_settings",
         sql: include_str!("../migrations/postgres/0002_vault_principals_settings.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "users_sessions",
+        sql: include_str!("../migrations/postgres/0003_users_sessions.sql"),
     },
 ];
 

@@ -120,6 +120,8 @@ pub struct LogQuery {
     pub until: Option<Timestamp>,
     /// Cursor: only entries with an id below this one (the previous page's last id).
     pub before_id: Option<i64>,
+    /// Entries to skip (page-numbered browsing in the panel; the API uses the cursor).
+    pub offset: Option<u32>,
     pub limit: u32,
 }
 
@@ -234,6 +236,46 @@ pub struct TenantSettings {
     pub updated_at: Timestamp,
 }
 
+/// An operator account of the admin panel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    pub id: String,
+    /// Lower-cased; the sign-in name.
+    pub email: String,
+    pub name: String,
+    /// An Argon2id PHC string.
+    pub password_hash: String,
+    /// `None` for a platform user.
+    pub scope: Option<Scope>,
+    pub features: Vec<String>,
+    pub created_at: Timestamp,
+    pub disabled_at: Option<Timestamp>,
+    pub last_sign_in_at: Option<Timestamp>,
+}
+
+/// A signed-in browser session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// SHA-256 of the session cookie.
+    pub id_hash: Vec<u8>,
+    pub user_id: String,
+    pub csrf_token: String,
+    /// The tenant a platform user is looking at; a tenant user's own scope.
+    pub scope: Option<Scope>,
+    pub created_at: Timestamp,
+    pub last_seen_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+/// An integration with errors logged since a point in time, across tenants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailingConnection {
+    pub scope: Scope,
+    pub integration_id: String,
+    pub errors: u64,
+    pub last_error_at: Timestamp,
+}
+
 /// What a write expects to find, for optimistic concurrency.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expect {
@@ -306,4 +348,19 @@ pub enum Change {
         at: Timestamp,
     },
     PutTenantSettings(TenantSettings),
+    CreateUser(UserRecord),
+    /// Disables a user and ends their sessions.
+    DisableUser {
+        id: String,
+        at: Timestamp,
+    },
+    CreateSession(SessionRecord),
+    DeleteSession {
+        id_hash: Vec<u8>,
+    },
+    /// Sets the tenant a platform user's session looks at.
+    SetSessionScope {
+        id_hash: Vec<u8>,
+        scope: Option<Scope>,
+    },
 }

@@ -275,6 +275,41 @@ mod rows {
         })
     }
 
+    pub(super) fn user(r: &sqlx::postgres::PgRow) -> Result<UserRecord> {
+        let features: String = r.try_get("features")?;
+        let tenant: Option<String> = r.try_get("tenant_id")?;
+        let org: Option<String> = r.try_get("organization_id")?;
+        Ok(UserRecord {
+            id: r.try_get("id")?,
+            email: r.try_get("email")?,
+            name: r.try_get("name")?,
+            password_hash: r.try_get("password_hash")?,
+            scope: tenant.zip(org).map(|(t, o)| Scope::new(t, o)),
+            features: features
+                .split(',')
+                .filter(|f| !f.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            created_at: Timestamp::from_micros(r.try_get("created_at")?),
+            disabled_at: from_ts(r.try_get("disabled_at")?),
+            last_sign_in_at: from_ts(r.try_get("last_sign_in_at")?),
+        })
+    }
+
+    pub(super) fn session(r: &sqlx::postgres::PgRow) -> Result<SessionRecord> {
+        let tenant: Option<String> = r.try_get("tenant_id")?;
+        let org: Option<String> = r.try_get("organization_id")?;
+        Ok(SessionRecord {
+            id_hash: r.try_get("id_hash")?,
+            user_id: r.try_get("user_id")?,
+            csrf_token: r.try_get("csrf_token")?,
+            scope: tenant.zip(org).map(|(t, o)| Scope::new(t, o)),
+            created_at: Timestamp::from_micros(r.try_get("created_at")?),
+            last_seen_at: Timestamp::from_micros(r.try_get("last_seen_at")?),
+            expires_at: Timestamp::from_micros(r.try_get("expires_at")?),
+        })
+    }
+
     pub(super) fn audit(r: &sqlx::postgres::PgRow) -> Result<AuditRecord> {
         let tenant: Option<String> = r.try_get("tenant_id")?;
         let org: Option<String> = r.try_get("organization_id")?;
@@ -626,6 +661,66 @@ async fn apply_one(
                 .execute(conn)
                 .await?
         }
+        Change::CreateUser(u) => sqlx::query(st::INSERT_USER)
+            .bind(&u.id)
+            .bind(&u.email)
+            .bind(&u.name)
+            .bind(&u.password_hash)
+            .bind(u.scope.as_ref().map(|s| s.tenant_id.as_str()))
+            .bind(u.scope.as_ref().map(|s| s.organization_id.as_str()))
+            .bind(u.features.join(","))
+            .bind(ts(u.created_at))
+            .bind(opt_ts(u.disabled_at))
+            .bind(opt_ts(u.last_sign_in_at))
+            .execute(conn)
+            .await
+            .map_err(|e| {
+                conflict(e, || {
+                    format!("a user with email `{}` already exists", u.email)
+                })
+            })?,
+        Change::DisableUser { id, at } => {
+            let r = sqlx::query(st::DISABLE_USER)
+                .bind(id)
+                .bind(ts(*at))
+                .execute(&mut **tx)
+                .await?;
+            if r.rows_affected() == 0 {
+                return Err(StoreError::NotFound(format!("active user `{id}`")));
+            }
+            sqlx::query(st::DELETE_SESSIONS_OF_USER)
+                .bind(id)
+                .execute(&mut **tx)
+                .await?;
+            r
+        }
+        Change::CreateSession(x) => {
+            sqlx::query(st::INSERT_SESSION)
+                .bind(&x.id_hash)
+                .bind(&x.user_id)
+                .bind(&x.csrf_token)
+                .bind(x.scope.as_ref().map(|s| s.tenant_id.as_str()))
+                .bind(x.scope.as_ref().map(|s| s.organization_id.as_str()))
+                .bind(ts(x.created_at))
+                .bind(ts(x.last_seen_at))
+                .bind(ts(x.expires_at))
+                .execute(conn)
+                .await?
+        }
+        Change::DeleteSession { id_hash } => {
+            sqlx::query(st::DELETE_SESSION)
+                .bind(id_hash)
+                .execute(conn)
+                .await?
+        }
+        Change::SetSessionScope { id_hash, scope } => {
+            sqlx::query(st::SET_SESSION_SCOPE)
+                .bind(id_hash)
+                .bind(scope.as_ref().map(|s| s.tenant_id.as_str()))
+                .bind(scope.as_ref().map(|s| s.organization_id.as_str()))
+                .execute(conn)
+                .await?
+        }
     };
     Ok(done.rows_affected())
 }
@@ -890,11 +985,18 @@ impl crate::Store for PgStore {
             );
         }
         page_args.push(crate::sql::Arg::Int(limit + 1));
-        let sql = format!(
+        let mut sql = format!(
             "{} WHERE {page_filter} ORDER BY id DESC LIMIT ${}",
             st::LOG_SELECT,
             page_args.len() + 2
         );
+        if let Some(offset) = q.offset {
+            page_args.push(crate::sql::Arg::Int(i64::from(offset)));
+            let _ = std::fmt::Write::write_fmt(
+                &mut sql,
+                format_args!(" OFFSET ${}", page_args.len() + 2),
+            );
+        }
         let mut items: Vec<crate::LogEntry> = bind_args(
             sqlx::query(&sql)
                 .bind(scope.tenant_id.as_str())
@@ -1111,6 +1213,118 @@ impl crate::Store for PgStore {
             })
         })
         .transpose()
+    }
+
+    async fn find_user_by_email(&self, email: &str) -> crate::Result<Option<crate::UserRecord>> {
+        sqlx::query(st::FIND_USER_BY_EMAIL)
+            .bind(email)
+            .fetch_optional(self.reader())
+            .await?
+            .as_ref()
+            .map(rows::user)
+            .transpose()
+    }
+
+    async fn get_user(&self, id: &str) -> crate::Result<Option<crate::UserRecord>> {
+        sqlx::query(st::GET_USER)
+            .bind(id)
+            .fetch_optional(self.reader())
+            .await?
+            .as_ref()
+            .map(rows::user)
+            .transpose()
+    }
+
+    async fn list_users(
+        &self,
+        tenant: Option<&patchbay_core::TenantId>,
+    ) -> crate::Result<Vec<crate::UserRecord>> {
+        match tenant {
+            Some(t) => {
+                sqlx::query(st::LIST_USERS_OF_TENANT)
+                    .bind(t.as_str())
+                    .fetch_all(self.reader())
+                    .await?
+            }
+            None => sqlx::query(st::LIST_USERS).fetch_all(self.reader()).await?,
+        }
+        .iter()
+        .map(rows::user)
+        .collect()
+    }
+
+    async fn touch_user_sign_in(
+        &self,
+        id: &str,
+        at: patchbay_core::Timestamp,
+    ) -> crate::Result<()> {
+        sqlx::query(st::TOUCH_USER_SIGN_IN)
+            .bind(id)
+            .bind(crate::sql::ts(at))
+            .execute(self.writer())
+            .await?;
+        Ok(())
+    }
+
+    async fn find_session(&self, id_hash: &[u8]) -> crate::Result<Option<crate::SessionRecord>> {
+        sqlx::query(st::FIND_SESSION)
+            .bind(id_hash)
+            .fetch_optional(self.reader())
+            .await?
+            .as_ref()
+            .map(rows::session)
+            .transpose()
+    }
+
+    async fn touch_session(
+        &self,
+        id_hash: &[u8],
+        at: patchbay_core::Timestamp,
+        expires_at: patchbay_core::Timestamp,
+    ) -> crate::Result<()> {
+        sqlx::query(st::TOUCH_SESSION)
+            .bind(id_hash)
+            .bind(crate::sql::ts(at))
+            .bind(crate::sql::ts(expires_at))
+            .execute(self.writer())
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_expired_sessions(&self, now: patchbay_core::Timestamp) -> crate::Result<u64> {
+        Ok(sqlx::query(st::DELETE_EXPIRED_SESSIONS)
+            .bind(crate::sql::ts(now))
+            .execute(self.writer())
+            .await?
+            .rows_affected())
+    }
+
+    async fn list_failing(
+        &self,
+        since: patchbay_core::Timestamp,
+        limit: u32,
+    ) -> crate::Result<Vec<crate::FailingConnection>> {
+        use sqlx::Row as _;
+        sqlx::query(st::LIST_FAILING)
+            .bind(crate::sql::ts(since))
+            .bind(i64::from(limit.clamp(1, 1000)))
+            .fetch_all(self.reader())
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(crate::FailingConnection {
+                    scope: patchbay_core::Scope::new(
+                        r.try_get::<String, _>("tenant_id")?,
+                        r.try_get::<String, _>("organization_id")?,
+                    ),
+                    integration_id: r.try_get("integration_id")?,
+                    errors: u64::try_from(r.try_get::<i64, _>("errors")?).unwrap_or(0),
+                    last_error_at: patchbay_core::Timestamp::from_micros(
+                        r.try_get("last_error_at")?,
+                    ),
+                })
+            })
+            .collect()
     }
 
     async fn close(&self) {

@@ -435,6 +435,41 @@ fn principal(r: &Row<'_>) -> rusqlite::Result<PrincipalRecord> {
     })
 }
 
+fn user(r: &Row<'_>) -> rusqlite::Result<UserRecord> {
+    let features: String = r.get("features")?;
+    let tenant: Option<String> = r.get("tenant_id")?;
+    let org: Option<String> = r.get("organization_id")?;
+    Ok(UserRecord {
+        id: r.get("id")?,
+        email: r.get("email")?,
+        name: r.get("name")?,
+        password_hash: r.get("password_hash")?,
+        scope: tenant.zip(org).map(|(t, o)| Scope::new(t, o)),
+        features: features
+            .split(',')
+            .filter(|f| !f.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        created_at: Timestamp::from_micros(r.get("created_at")?),
+        disabled_at: from_ts(r.get("disabled_at")?),
+        last_sign_in_at: from_ts(r.get("last_sign_in_at")?),
+    })
+}
+
+fn session(r: &Row<'_>) -> rusqlite::Result<SessionRecord> {
+    let tenant: Option<String> = r.get("tenant_id")?;
+    let org: Option<String> = r.get("organization_id")?;
+    Ok(SessionRecord {
+        id_hash: r.get("id_hash")?,
+        user_id: r.get("user_id")?,
+        csrf_token: r.get("csrf_token")?,
+        scope: tenant.zip(org).map(|(t, o)| Scope::new(t, o)),
+        created_at: Timestamp::from_micros(r.get("created_at")?),
+        last_seen_at: Timestamp::from_micros(r.get("last_seen_at")?),
+        expires_at: Timestamp::from_micros(r.get("expires_at")?),
+    })
+}
+
 /// All rows of a query.
 fn all<T>(
     c: &Connection,
@@ -797,6 +832,63 @@ fn apply_one(c: &Connection, change: &Change) -> Result<u64> {
             ],
         )
         .map_err(db)?,
+        Change::CreateUser(u) => exec(
+            c,
+            st::INSERT_USER,
+            params![
+                u.id,
+                u.email,
+                u.name,
+                u.password_hash,
+                u.scope.as_ref().map(|s| s.tenant_id.as_str()),
+                u.scope.as_ref().map(|s| s.organization_id.as_str()),
+                u.features.join(","),
+                ts(u.created_at),
+                opt_ts(u.disabled_at),
+                opt_ts(u.last_sign_in_at)
+            ],
+        )
+        .map_err(|e| {
+            conflict(e, || {
+                format!("a user with email `{}` already exists", u.email)
+            })
+        })?,
+        Change::DisableUser { id, at } => {
+            let n = exec(c, st::DISABLE_USER, params![id, ts(*at)]).map_err(db)?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("active user `{id}`")));
+            }
+            exec(c, st::DELETE_SESSIONS_OF_USER, params![id]).map_err(db)?;
+            n
+        }
+        Change::CreateSession(x) => exec(
+            c,
+            st::INSERT_SESSION,
+            params![
+                x.id_hash,
+                x.user_id,
+                x.csrf_token,
+                x.scope.as_ref().map(|s| s.tenant_id.as_str()),
+                x.scope.as_ref().map(|s| s.organization_id.as_str()),
+                ts(x.created_at),
+                ts(x.last_seen_at),
+                ts(x.expires_at)
+            ],
+        )
+        .map_err(db)?,
+        Change::DeleteSession { id_hash } => {
+            exec(c, st::DELETE_SESSION, params![id_hash]).map_err(db)?
+        }
+        Change::SetSessionScope { id_hash, scope } => exec(
+            c,
+            st::SET_SESSION_SCOPE,
+            params![
+                id_hash,
+                scope.as_ref().map(|s| s.tenant_id.as_str()),
+                scope.as_ref().map(|s| s.organization_id.as_str())
+            ],
+        )
+        .map_err(db)?,
     };
     Ok(u64::try_from(n).unwrap_or(u64::MAX))
 }
@@ -1013,11 +1105,19 @@ impl Store for SqliteStore {
             );
         }
         page_args.push(Arg::Int(limit + 1));
-        let page_sql = lite(&format!(
+        let mut page_sql = format!(
             "{} WHERE {page_filter} ORDER BY id DESC LIMIT ${}",
             st::LOG_SELECT,
             page_args.len() + 2
-        ));
+        );
+        if let Some(offset) = q.offset {
+            page_args.push(Arg::Int(i64::from(offset)));
+            let _ = std::fmt::Write::write_fmt(
+                &mut page_sql,
+                format_args!(" OFFSET ${}", page_args.len() + 2),
+            );
+        }
+        let page_sql = lite(&page_sql);
         let bind = |extra: &[Arg]| -> Vec<Box<dyn ToSql>> {
             let mut v: Vec<Box<dyn ToSql>> = vec![
                 Box::new(scope.tenant_id.as_str().to_owned()),
@@ -1209,6 +1309,75 @@ impl Store for SqliteStore {
                     updated_at: Timestamp::from_micros(r.get(3)?),
                 })
             })
+        })
+    }
+
+    async fn find_user_by_email(&self, email: &str) -> Result<Option<UserRecord>> {
+        self.read(|c| one(c, st::FIND_USER_BY_EMAIL, [email], user))
+    }
+
+    async fn get_user(&self, id: &str) -> Result<Option<UserRecord>> {
+        self.read(|c| one(c, st::GET_USER, [id], user))
+    }
+
+    async fn list_users(&self, tenant_id: Option<&TenantId>) -> Result<Vec<UserRecord>> {
+        self.read(|c| match tenant_id {
+            Some(t) => all(c, st::LIST_USERS_OF_TENANT, [t.as_str()], user),
+            None => all(c, st::LIST_USERS, [], user),
+        })
+    }
+
+    async fn touch_user_sign_in(&self, id: &str, at: Timestamp) -> Result<()> {
+        let id = id.to_owned();
+        self.write(move |c| {
+            exec(c, st::TOUCH_USER_SIGN_IN, params![id, ts(at)])
+                .map(drop)
+                .map_err(db)
+        })
+        .await
+    }
+
+    async fn find_session(&self, id_hash: &[u8]) -> Result<Option<SessionRecord>> {
+        self.read(|c| one(c, st::FIND_SESSION, [id_hash], session))
+    }
+
+    async fn touch_session(
+        &self,
+        id_hash: &[u8],
+        at: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<()> {
+        let id = id_hash.to_vec();
+        self.write(move |c| {
+            exec(c, st::TOUCH_SESSION, params![id, ts(at), ts(expires_at)])
+                .map(drop)
+                .map_err(db)
+        })
+        .await
+    }
+
+    async fn delete_expired_sessions(&self, now: Timestamp) -> Result<u64> {
+        let n = self
+            .write(move |c| exec(c, st::DELETE_EXPIRED_SESSIONS, params![ts(now)]).map_err(db))
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(u64::MAX))
+    }
+
+    async fn list_failing(&self, since: Timestamp, limit: u32) -> Result<Vec<FailingConnection>> {
+        self.read(|c| {
+            all(
+                c,
+                st::LIST_FAILING,
+                params![ts(since), i64::from(limit.clamp(1, 1000))],
+                |r| {
+                    Ok(FailingConnection {
+                        scope: scope_of(r, "tenant_id", "organization_id")?,
+                        integration_id: r.get("integration_id")?,
+                        errors: u64::try_from(r.get::<_, i64>("errors")?).unwrap_or(0),
+                        last_error_at: Timestamp::from_micros(r.get("last_error_at")?),
+                    })
+                },
+            )
         })
     }
 

@@ -125,3 +125,28 @@ pub(crate) const LOG_SELECT: &str = "SELECT id, tenant_id, organization_id, inte
 pub(crate) const INSERT_LOGS_PREFIX: &str = "INSERT INTO integration_logs (tenant_id, organization_id, integration_id, level, operation, message, details, correlation_id, entity_type, entity_id, duration_ms, created_at) VALUES ";
 /// Parameters per log row in [`INSERT_LOGS_PREFIX`].
 pub(crate) const LOG_PARAMS: usize = 12;
+
+macro_rules! user_select { () => { "SELECT id, email, name, password_hash, tenant_id, organization_id, features, created_at, disabled_at, last_sign_in_at FROM users" }; }
+pub(crate) const INSERT_USER: &str = "INSERT INTO users (id, email, name, password_hash, tenant_id, organization_id, features, created_at, disabled_at, last_sign_in_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+pub(crate) const DISABLE_USER: &str =
+    "UPDATE users SET disabled_at = $2 WHERE id = $1 AND disabled_at IS NULL";
+pub(crate) const DELETE_SESSIONS_OF_USER: &str = "DELETE FROM sessions WHERE user_id = $1";
+pub(crate) const FIND_USER_BY_EMAIL: &str = concat!(user_select!(), " WHERE email = $1");
+pub(crate) const GET_USER: &str = concat!(user_select!(), " WHERE id = $1");
+pub(crate) const LIST_USERS_OF_TENANT: &str =
+    concat!(user_select!(), " WHERE tenant_id = $1 ORDER BY email");
+pub(crate) const LIST_USERS: &str = concat!(user_select!(), " ORDER BY email");
+pub(crate) const TOUCH_USER_SIGN_IN: &str = "UPDATE users SET last_sign_in_at = $2 WHERE id = $1";
+pub(crate) const INSERT_SESSION: &str = "INSERT INTO sessions (id_hash, user_id, csrf_token, tenant_id, organization_id, created_at, last_seen_at, expires_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+pub(crate) const FIND_SESSION: &str = "SELECT id_hash, user_id, csrf_token, tenant_id, organization_id, created_at, last_seen_at, expires_at FROM sessions WHERE id_hash = $1";
+pub(crate) const DELETE_SESSION: &str = "DELETE FROM sessions WHERE id_hash = $1";
+pub(crate) const SET_SESSION_SCOPE: &str =
+    "UPDATE sessions SET tenant_id = $2, organization_id = $3 WHERE id_hash = $1";
+pub(crate) const TOUCH_SESSION: &str =
+    "UPDATE sessions SET last_seen_at = $2, expires_at = $3 WHERE id_hash = $1";
+pub(crate) const DELETE_EXPIRED_SESSIONS: &str = "DELETE FROM sessions WHERE expires_at < $1";
+pub(crate) const LIST_FAILING: &str = "SELECT tenant_id, organization_id, integration_id, COUNT(*) AS errors, MAX(created_at) AS last_error_at
+    FROM integration_logs WHERE level = 'error' AND created_at >= $1
+    GROUP BY tenant_id, organization_id, integration_id ORDER BY errors DESC, last_error_at DESC LIMIT $2";

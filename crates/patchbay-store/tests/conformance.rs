@@ -76,6 +76,10 @@ conformance!(
     credentials_are_reencrypted_by_compare_and_set,
     principals_are_granted_revoked_and_scoped,
     tenant_settings_are_upserted,
+    users_are_unique_by_email_and_disabling_ends_their_sessions,
+    sessions_are_found_by_hash_moved_and_expired,
+    failing_connections_are_counted_across_tenants,
+    log_pages_can_be_numbered,
 );
 
 fn t(us: i64) -> Timestamp {
@@ -1257,4 +1261,247 @@ async fn tenant_settings_are_upserted(f: Fixture) {
         s.get_tenant_settings(&a.tenant_id).await.unwrap(),
         Some(settings)
     );
+}
+
+fn user(id: &str, email: &str, scope: Option<&Scope>) -> UserRecord {
+    UserRecord {
+        id: id.into(),
+        email: email.into(),
+        name: id.to_uppercase(),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+        scope: scope.cloned(),
+        features: vec!["integrations.view".into()],
+        created_at: t(1),
+        disabled_at: None,
+        last_sign_in_at: None,
+    }
+}
+
+fn session(hash: u8, user_id: &str, scope: Option<&Scope>) -> SessionRecord {
+    SessionRecord {
+        id_hash: vec![hash; 32],
+        user_id: user_id.into(),
+        csrf_token: format!("csrf{hash}"),
+        scope: scope.cloned(),
+        created_at: t(1),
+        last_seen_at: t(1),
+        expires_at: t(1_000),
+    }
+}
+
+async fn users_are_unique_by_email_and_disabling_ends_their_sessions(f: Fixture) {
+    let s = &*f.store;
+    let a = tenant(s, "acme").await;
+    let b = tenant(s, "globex").await;
+    s.apply(vec![
+        Change::CreateUser(user("u_admin", "admin@example.com", None)),
+        Change::CreateUser(user("u_a", "ops@acme.example", Some(&a))),
+        Change::CreateUser(user("u_b", "ops@globex.example", Some(&b))),
+    ])
+    .await
+    .unwrap();
+    let dup = s
+        .apply(vec![Change::CreateUser(user(
+            "u_x",
+            "ops@acme.example",
+            None,
+        ))])
+        .await;
+    assert!(
+        matches!(&dup, Err(StoreError::Conflict(m)) if m.contains("ops@acme.example")),
+        "{dup:?}"
+    );
+    assert_eq!(
+        s.find_user_by_email("ops@acme.example")
+            .await
+            .unwrap()
+            .unwrap(),
+        user("u_a", "ops@acme.example", Some(&a))
+    );
+    assert!(
+        s.find_user_by_email("nobody@example.com")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(s.get_user("u_admin").await.unwrap().unwrap().scope, None);
+    assert_eq!(s.list_users(Some(&a.tenant_id)).await.unwrap().len(), 1);
+    assert_eq!(s.list_users(None).await.unwrap().len(), 3);
+    s.touch_user_sign_in("u_a", t(77)).await.unwrap();
+    assert_eq!(
+        s.get_user("u_a").await.unwrap().unwrap().last_sign_in_at,
+        Some(t(77))
+    );
+
+    s.apply(vec![
+        Change::CreateSession(session(1, "u_a", Some(&a))),
+        Change::CreateSession(session(2, "u_a", Some(&a))),
+        Change::CreateSession(session(3, "u_b", Some(&b))),
+    ])
+    .await
+    .unwrap();
+    s.apply(vec![Change::DisableUser {
+        id: "u_a".into(),
+        at: t(80),
+    }])
+    .await
+    .unwrap();
+    assert_eq!(
+        s.get_user("u_a").await.unwrap().unwrap().disabled_at,
+        Some(t(80))
+    );
+    assert!(
+        s.find_session(&[1; 32]).await.unwrap().is_none(),
+        "the disabled user's sessions end"
+    );
+    assert!(s.find_session(&[2; 32]).await.unwrap().is_none());
+    assert!(
+        s.find_session(&[3; 32]).await.unwrap().is_some(),
+        "other users keep theirs"
+    );
+    let again = s
+        .apply(vec![Change::DisableUser {
+            id: "u_a".into(),
+            at: t(81),
+        }])
+        .await;
+    assert!(matches!(again, Err(StoreError::NotFound(_))), "{again:?}");
+}
+
+async fn sessions_are_found_by_hash_moved_and_expired(f: Fixture) {
+    let s = &*f.store;
+    let a = tenant(s, "acme").await;
+    let b = tenant(s, "globex").await;
+    s.apply(vec![Change::CreateUser(user(
+        "u_admin",
+        "admin@example.com",
+        None,
+    ))])
+    .await
+    .unwrap();
+    s.apply(vec![
+        Change::CreateSession(session(1, "u_admin", None)),
+        Change::CreateSession(session(2, "u_admin", None)),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(
+        s.find_session(&[1; 32]).await.unwrap().unwrap(),
+        session(1, "u_admin", None)
+    );
+    assert!(s.find_session(&[9; 32]).await.unwrap().is_none());
+    // A platform user switches between tenants.
+    s.apply(vec![Change::SetSessionScope {
+        id_hash: vec![1; 32],
+        scope: Some(a.clone()),
+    }])
+    .await
+    .unwrap();
+    assert_eq!(
+        s.find_session(&[1; 32]).await.unwrap().unwrap().scope,
+        Some(a)
+    );
+    s.apply(vec![Change::SetSessionScope {
+        id_hash: vec![1; 32],
+        scope: Some(b.clone()),
+    }])
+    .await
+    .unwrap();
+    assert_eq!(
+        s.find_session(&[1; 32]).await.unwrap().unwrap().scope,
+        Some(b)
+    );
+    s.touch_session(&[1; 32], t(500), t(5_000)).await.unwrap();
+    let moved = s.find_session(&[1; 32]).await.unwrap().unwrap();
+    assert_eq!((moved.last_seen_at, moved.expires_at), (t(500), t(5_000)));
+    assert_eq!(
+        s.delete_expired_sessions(t(2_000)).await.unwrap(),
+        1,
+        "session 2 expired at t(1000)"
+    );
+    assert!(s.find_session(&[2; 32]).await.unwrap().is_none());
+    s.apply(vec![Change::DeleteSession {
+        id_hash: vec![1; 32],
+    }])
+    .await
+    .unwrap();
+    assert!(s.find_session(&[1; 32]).await.unwrap().is_none());
+}
+
+async fn failing_connections_are_counted_across_tenants(f: Fixture) {
+    let s = &*f.store;
+    let a = tenant(s, "acme").await;
+    let b = tenant(s, "globex").await;
+    let mut entries = Vec::new();
+    for n in 0..5 {
+        entries.push(log(&a, 0, LogLevel::Error, "x"));
+        entries.last_mut().unwrap().created_at = t(100 + n);
+    }
+    let mut b_err = log(&b, 1, LogLevel::Error, "x");
+    b_err.created_at = t(200);
+    let mut old = log(&b, 1, LogLevel::Error, "x");
+    old.created_at = t(1);
+    let mut info = log(&a, 1, LogLevel::Info, "x");
+    info.created_at = t(300);
+    entries.extend([b_err, old, info]);
+    s.append_logs(entries).await.unwrap();
+    let failing = s.list_failing(t(50), 10).await.unwrap();
+    assert_eq!(failing.len(), 2);
+    assert_eq!(
+        (
+            failing[0].scope.clone(),
+            failing[0].integration_id.as_str(),
+            failing[0].errors,
+            failing[0].last_error_at
+        ),
+        (a, "gateway_stripe", 5, t(104))
+    );
+    assert_eq!(
+        (
+            failing[1].scope.clone(),
+            failing[1].integration_id.as_str(),
+            failing[1].errors
+        ),
+        (b, "sync_medusa_products", 1)
+    );
+}
+
+async fn log_pages_can_be_numbered(f: Fixture) {
+    let s = &*f.store;
+    let a = tenant(s, "acme").await;
+    s.append_logs((0..30).map(|n| log(&a, n, LogLevel::Info, "x")).collect())
+        .await
+        .unwrap();
+    let third = s
+        .query_logs(
+            &a,
+            &LogQuery {
+                limit: 10,
+                offset: Some(20),
+                ..LogQuery::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(third.total, 30);
+    assert_eq!(
+        third
+            .items
+            .iter()
+            .map(|e| e.entry.duration_ms.unwrap())
+            .collect::<Vec<_>>(),
+        (0..10).rev().collect::<Vec<_>>()
+    );
+    let beyond = s
+        .query_logs(
+            &a,
+            &LogQuery {
+                limit: 10,
+                offset: Some(30),
+                ..LogQuery::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(beyond.items.is_empty());
 }

@@ -36,6 +36,9 @@ enum Command {
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Manage operator accounts of the admin panel.
+    #[command(subcommand)]
+    User(UserCommand),
     /// Manage the master keys of the credentials vault.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -65,6 +68,27 @@ enum TokenCommand {
         /// A name to recognise the token by.
         #[arg(long, default_value = "created by patchbay token create")]
         name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Create an operator account; the password is read from standard input.
+    Create {
+        #[command(flatten)]
+        data: config::DataArgs,
+        /// The sign-in email.
+        #[arg(long)]
+        email: String,
+        /// The name shown in the panel.
+        #[arg(long)]
+        name: String,
+        /// `platform-admin`, or for a tenant operator `owner`, `manager` or `viewer`.
+        #[arg(long, value_parser = ["platform-admin", "owner", "manager", "viewer"])]
+        role: String,
+        /// The tenant of a tenant operator: its slug or id.
+        #[arg(long)]
+        tenant: Option<String>,
     },
 }
 
@@ -123,6 +147,13 @@ fn main() -> ExitCode {
             features,
             name,
         }) => run(create_token(data, platform, tenant, features, name)),
+        Command::User(UserCommand::Create {
+            data,
+            email,
+            name,
+            role,
+            tenant,
+        }) => run(create_user(data, email, name, role, tenant)),
         Command::Keys(KeysCommand::Rotate {
             data,
             batch_size,
@@ -325,6 +356,57 @@ async fn create_token(
     eprintln!(
         "created token {} ({}); it is shown once",
         created.info.id, created.info.prefix
+    );
+    Ok(())
+}
+
+async fn create_user(
+    data: config::DataArgs,
+    email: String,
+    name: String,
+    role: String,
+    tenant: Option<String>,
+) -> anyhow::Result<()> {
+    let mut password = String::new();
+    std::io::stdin()
+        .read_line(&mut password)
+        .context("cannot read the password from standard input")?;
+    let password = password.trim_end_matches(['\r', '\n']).to_owned();
+    let services = open_for_admin(&data).await?;
+    let tenant_id = match tenant {
+        None => None,
+        Some(t) => {
+            let found = services
+                .store()
+                .list_tenants()
+                .await?
+                .into_iter()
+                .find(|x| x.id.as_str() == t || x.slug == t)
+                .with_context(|| format!("no tenant with slug or id `{t}`"))?;
+            Some(found.id.to_string())
+        }
+    };
+    let role = match role.as_str() {
+        "platform-admin" => patchbay_service::users::Role::PlatformAdmin,
+        "owner" => patchbay_service::users::Role::Owner,
+        "manager" => patchbay_service::users::Role::Manager,
+        _ => patchbay_service::users::Role::Viewer,
+    };
+    let input = patchbay_service::users::UserIn {
+        email,
+        name,
+        password,
+        role,
+        tenant_id,
+        organization_id: None,
+    };
+    let user = services
+        .create_user_as_system(input)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", describe(&e)))?;
+    println!(
+        "created user {} ({}); sign in at /backend/login",
+        user.id, user.email
     );
     Ok(())
 }

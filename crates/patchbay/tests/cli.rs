@@ -391,3 +391,55 @@ fn serve_with_demo_creates_a_demo_tenant_once() {
     assert!(p.stop().success());
     assert!(!p.stdout().contains("pb_"), "{}", p.stdout());
 }
+
+#[test]
+fn user_create_reads_the_password_from_stdin_and_refuses_weak_ones() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let addr = local_addr();
+    let (mut server, admin) = serve(dir.path(), addr, &[]);
+    common::tenant(addr, &admin.unwrap(), "acme");
+    let data = dir.path().to_str().unwrap();
+    let create = |password: &str, tenant: &[&str]| {
+        let mut args = vec![
+            "user",
+            "create",
+            "--data-dir",
+            data,
+            "--email",
+            "ops@acme.example",
+            "--name",
+            "Ops",
+            "--role",
+            "owner",
+        ];
+        args.extend_from_slice(tenant);
+        let mut child = patchbay(&args, Path::new("/"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{password}\n").as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let weak = create("short", &["--tenant", "acme"]);
+    assert_eq!(weak.status.code(), Some(1));
+    assert!(error_line(&weak).contains("password: must be at least 12 characters"));
+    let ok = create("correct horse battery", &["--tenant", "acme"]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("created user usr_"));
+    assert!(!String::from_utf8_lossy(&ok.stdout).contains("battery"));
+    let again = create("correct horse battery", &["--tenant", "acme"]);
+    assert!(error_line(&again).contains("already exists"));
+    assert!(server.stop().success());
+}

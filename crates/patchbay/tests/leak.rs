@@ -170,6 +170,9 @@ fn exercise(addr: std::net::SocketAddr, admin: &str) -> String {
             "createToken" => {
                 Some(json!({ "name": "x", "tenantId": tenant, "features": ["integrations.view"] }))
             }
+            "createUser" => Some(
+                json!({ "email": "leak@example.com", "name": "L", "password": CANARIES[4], "role": "viewer", "tenantId": tenant }),
+            ),
             _ => None,
         };
         for token in [&t, admin] {
