@@ -103,6 +103,12 @@ pub(crate) fn owner<'a>(reg: &'a Registry, id: &str) -> Result<Owner<'a>> {
     }
 }
 
+/// The credentials form that applies to an integration or bundle: its own
+/// fields, or its bundle's for a member without any.
+pub fn form_for<'a>(reg: &'a Registry, id: &str) -> Result<&'a CredentialSchema> {
+    Ok(owner(reg, id)?.schema)
+}
+
 /// Checks `incoming` against `schema`; masked secrets take their value from
 /// `existing`. Returns the values to store, or every problem found.
 pub(crate) fn validate(

@@ -218,6 +218,27 @@ struct BundleItem<'a> {
 }
 
 impl IntegrationList {
+    /// The listed integrations with their states, sorted by title.
+    pub fn items(&self) -> impl Iterator<Item = (&Integration, StateOut)> + '_ {
+        self.items.iter().map(|&n| {
+            let i = &self.registry.integrations()[n];
+            (i, state_out(&self.registry, &i.id, self.states.get(&i.id)))
+        })
+    }
+
+    /// The listed bundles, each with all its members and their states.
+    pub fn bundles(&self) -> impl Iterator<Item = (&Bundle, Vec<(&Integration, StateOut)>)> + '_ {
+        self.bundles.iter().map(|&n| {
+            let b = &self.registry.bundles()[n];
+            let members = self
+                .registry
+                .members(&b.id)
+                .map(|i| (i, state_out(&self.registry, &i.id, self.states.get(&i.id))))
+                .collect();
+            (b, members)
+        })
+    }
+
     pub fn len(&self) -> usize {
         self.items.len()
     }

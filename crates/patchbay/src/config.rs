@@ -77,6 +77,11 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "PATCHBAY_DEMO")]
     pub(crate) demo: bool,
 
+    /// Mark the panel's cookies `Secure`: set it when the panel is reached over
+    /// HTTPS (directly or through a TLS-terminating proxy).
+    #[arg(long, env = "PATCHBAY_SECURE_COOKIES")]
+    pub(crate) secure_cookies: bool,
+
     /// Address to listen on, host:port.
     #[arg(long, env = "PATCHBAY_LISTEN", default_value = "127.0.0.1:8080")]
     pub(crate) listen: String,
@@ -107,6 +112,7 @@ pub(crate) struct ServeConfig {
     pub(crate) keys: patchbay_service::KeySource,
     pub(crate) bootstrap_token: bool,
     pub(crate) demo: bool,
+    pub(crate) secure_cookies: bool,
     pub(crate) listen: SocketAddr,
     pub(crate) log_filter: tracing_subscriber::EnvFilter,
     pub(crate) log_format: LogFormat,
@@ -131,6 +137,7 @@ impl ServeArgs {
             keys,
             bootstrap_token: !self.no_bootstrap_token,
             demo: self.demo,
+            secure_cookies: self.secure_cookies,
             listen,
             log_filter,
             log_format: self.log_format,

@@ -291,7 +291,14 @@ async fn serve(config: config::ServeConfig) -> anyhow::Result<()> {
     }
     let addr = listener.local_addr()?;
     tracing::info!(%addr, startup_ms = started.elapsed().as_millis(), "listening on http://{addr}");
-    let app = patchbay_server::router(patchbay_server::AppState::new(services.clone()));
+    let panel = patchbay_panel::router(
+        services.clone(),
+        patchbay_panel::PanelOptions {
+            secure_cookies: config.secure_cookies,
+        },
+    );
+    let app =
+        patchbay_server::router(patchbay_server::AppState::new(services.clone())).merge(panel);
     patchbay_server::serve(listener, app, shutdown_signal()).await?;
     services.flush_logs().await?;
     store.close().await;

@@ -1,0 +1,33 @@
+// Patchbay admin panel: the only script, for the live parts. Every page works
+// without it; it adds the live tail of the operation-log timeline.
+(function () {
+  "use strict";
+  var timeline = document.querySelector("[data-stream]");
+  if (!timeline || !window.EventSource) { return; }
+  var status = document.querySelector("[data-live]");
+  var count = document.querySelector("[data-total]");
+  function setState(state, text) {
+    if (!status) { return; }
+    status.setAttribute("data-state", state);
+    status.textContent = text;
+  }
+  var source = new EventSource(timeline.getAttribute("data-stream"));
+  source.addEventListener("open", function () { setState("on", status ? status.getAttribute("data-on") : ""); });
+  source.addEventListener("error", function () { setState("off", status ? status.getAttribute("data-off") : ""); });
+  source.addEventListener("entry", function (event) {
+    // The server sends each entry already rendered and escaped.
+    var holder = document.createElement("ul");
+    holder.innerHTML = event.data;
+    var item = holder.firstElementChild;
+    if (!item) { return; }
+    item.classList.add("new");
+    var empty = document.querySelector("[data-empty]");
+    if (empty) { empty.remove(); }
+    timeline.insertBefore(item, timeline.firstChild);
+    if (count) {
+      var total = parseInt(count.getAttribute("data-total"), 10) + 1;
+      count.setAttribute("data-total", String(total));
+      count.textContent = total.toLocaleString();
+    }
+  });
+})();
