@@ -47,6 +47,11 @@ pub const SQLITE: &[Migration] = &[
         name: "users_sessions",
         sql: include_str!("../migrations/sqlite/0003_users_sessions.sql"),
     },
+    Migration {
+        version: 4,
+        name: "log_indexes",
+        sql: include_str!("../migrations/sqlite/0004_log_indexes.sql"),
+    },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -64,6 +69,11 @@ pub const POSTGRES: &[Migration] = &[
         version: 3,
         name: "users_sessions",
         sql: include_str!("../migrations/postgres/0003_users_sessions.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "log_indexes",
+        sql: include_str!("../migrations/postgres/0004_log_indexes.sql"),
     },
 ];
 

@@ -27,7 +27,9 @@ pub(crate) struct Filters {
     pub level: Option<String>,
     pub operation: Option<String>,
     pub correlation: Option<String>,
-    pub page: Option<u32>,
+    /// Text, not a number: serde's `flatten` hands query values over as
+    /// strings, and a page that does not parse is simply page 1.
+    pub page: Option<String>,
 }
 
 impl Filters {
@@ -106,7 +108,12 @@ pub(crate) async fn timeline(
     base: &str,
 ) -> Result<Markup, PanelError> {
     let l = signed.lang;
-    let page_no = f.page.unwrap_or(1).max(1);
+    let page_no = f
+        .page
+        .as_deref()
+        .and_then(|p| p.parse::<u32>().ok())
+        .unwrap_or(1)
+        .max(1);
     let result = state
         .services
         .query_logs(&signed.session.caller, integration, f.query(Some(page_no)))
