@@ -1,7 +1,8 @@
 //! `cargo xtask <task>`: the project's automation, in Rust.
 //!
 //! * `test`  — sets up what the tests need (a PostgreSQL installation for the
-//!   throwaway clusters the tests start) and runs every test of the workspace.
+//!   throwaway clusters the tests start, Chromium and ChromeDriver for the
+//!   browser tests) and runs every test of the workspace.
 //! * `bench [scenario…]` — builds in release mode and runs the benchmark
 //!   harness, writing `target/bench/results.json` and `docs/benchmarks.md`.
 // xtask reads its own environment (CARGO, PATH) to drive cargo; that is not product configuration.
@@ -58,28 +59,41 @@ fn have_postgres() -> bool {
             .is_ok_and(|mut d| d.any(|e| e.is_ok_and(|e| e.path().join("bin/initdb").is_file())))
 }
 
+fn have_chromedriver() -> bool {
+    Path::new("/usr/bin/chromedriver").is_file()
+        || std::env::var_os("PATH")
+            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("chromedriver").is_file()))
+}
+
 /// Installs what the test suites need and is missing from this machine.
 fn setup() -> Result<(), String> {
+    let mut packages = Vec::new();
+    let mut missing = Vec::new();
     if !have_postgres() {
         eprintln!(
             "xtask: PostgreSQL binaries (initdb, postgres) are missing; installing Debian's postgresql package"
         );
+        packages.push("postgresql");
+        missing.push("PostgreSQL (initdb, pg_ctl, postgres)");
+    }
+    if !have_chromedriver() {
+        eprintln!(
+            "xtask: chromedriver is missing; installing Debian's chromium and chromium-driver packages"
+        );
+        packages.extend(["chromium", "chromium-driver"]);
+        missing.push("Chromium and ChromeDriver (chromium, chromedriver)");
+    }
+    if !packages.is_empty() {
         let mut update = Command::new("apt-get");
         update.args(["-qq", "update"]);
         run(update)?;
         let mut install = Command::new("apt-get");
         install
-            .args([
-                "-qq",
-                "install",
-                "-y",
-                "--no-install-recommends",
-                "postgresql",
-            ])
+            .args(["-qq", "install", "-y", "--no-install-recommends"])
+            .args(&packages)
             .env("DEBIAN_FRONTEND", "noninteractive");
-        run(install).map_err(|e| {
-            format!("{e}; install PostgreSQL (initdb, pg_ctl, postgres) and run again")
-        })?;
+        run(install)
+            .map_err(|e| format!("{e}; install {} and run again", missing.join(" and ")))?;
     }
     Ok(())
 }

@@ -1,5 +1,7 @@
 //! Test support shared by Patchbay's test suites: a throwaway PostgreSQL
-//! cluster, free ports and condition waits. Never linked into the binary.
+//! cluster, free ports and condition waits, a minimal HTTP client ([`http`])
+//! and a headless-Chromium client ([`browser`]). Never linked into
+//! the binary.
 //!
 //! The PostgreSQL cluster is started once per test process from the
 //! machine's own `initdb`/`postgres` (found on `PATH` or under
@@ -14,6 +16,7 @@
 // Test support reads its own environment (PATH, CI): that is not product configuration.
 #![allow(clippy::disallowed_methods)]
 
+pub mod browser;
 pub mod http;
 
 use std::io::Write as _;
