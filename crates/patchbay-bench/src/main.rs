@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use serde::Serialize;
 
+mod panel;
 mod registry;
 mod services;
 mod startup;
@@ -101,7 +102,14 @@ pub(crate) fn time_n(n: usize, mut f: impl FnMut()) -> Stats {
     )
 }
 
-const SCENARIOS: &[&str] = &["registry", "startup", "credentials", "api_list", "oplog"];
+const SCENARIOS: &[&str] = &[
+    "registry",
+    "startup",
+    "credentials",
+    "api_list",
+    "oplog",
+    "panel",
+];
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
@@ -135,6 +143,7 @@ fn main() -> anyhow::Result<()> {
             "credentials" => figures.extend(services::credentials(&runtime()?)?),
             "api_list" => figures.extend(services::api_list(&runtime()?)?),
             "oplog" => figures.extend(services::oplog(&runtime()?)?),
+            "panel" => figures.extend(panel::run(&runtime()?)?),
             _ => unreachable!("checked above"),
         }
     }

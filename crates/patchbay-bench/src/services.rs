@@ -136,7 +136,7 @@ pub(crate) fn credentials(rt: &tokio::runtime::Runtime) -> anyhow::Result<Vec<Fi
 }
 
 /// A catalog of 1,000 entries: the built-in one plus generated integrations.
-fn big_registry() -> anyhow::Result<Registry> {
+pub(crate) fn big_registry() -> anyhow::Result<Registry> {
     let generated: Vec<(String, String)> = (0..1000 - 16)
         .map(|n| {
             (
