@@ -954,6 +954,17 @@ impl Services {
                 ));
                 match self.store().apply(changes).await {
                     Ok(_) => {
+                        // Each member's timeline records its own change.
+                        let verb = if input.enabled { "enabled" } else { "disabled" };
+                        for member in &touched {
+                            self.log_lifecycle(
+                                &scope,
+                                member,
+                                "integration.state",
+                                &format!("Status {verb} (bundle {id})"),
+                            )
+                            .await;
+                        }
                         return Ok(BundleOutcome {
                             bundle_id: id.to_owned(),
                             members,

@@ -370,6 +370,28 @@ async fn bundle_enable_all_is_all_or_nothing(h: Harness) {
     let detail = s.bundle_detail(&h.a, "sync_medusa").await.unwrap();
     assert_eq!(detail.enabled_count, 5);
     assert!(detail.credentials.configured);
+    // Each member's own timeline records the change made through the bundle.
+    let timeline = s
+        .query_logs(
+            &h.a,
+            Some("sync_medusa_products"),
+            patchbay_service::logs::LogQueryIn::default(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        timeline
+            .items
+            .iter()
+            .any(|e| e.operation == "integration.state"
+                && e.message == "Status enabled (bundle sync_medusa)"),
+        "{:?}",
+        timeline
+            .items
+            .iter()
+            .map(|e| &e.message)
+            .collect::<Vec<_>>()
+    );
 
     s.set_state(&h.a, "sync_medusa_inventory", status(S::Disabled))
         .await
