@@ -184,8 +184,15 @@ mod tests {
         assert_eq!(Lang::En.number(25), "25");
         assert_eq!(Lang::Pl.number(1_000_000), "1\u{a0}000\u{a0}000");
         assert_eq!(
-            Lang::En.fmt("logs.showing", &[("from", "1"), ("to", "25")]),
-            "Showing 1–25 of"
+            Lang::En.fmt(
+                "logs.showing",
+                &[
+                    ("from", "1"),
+                    ("to", "25"),
+                    ("total", &Lang::En.number(1_240))
+                ]
+            ),
+            "Showing 1–25 of 1,240"
         );
     }
 }

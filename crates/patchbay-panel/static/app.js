@@ -5,7 +5,8 @@
   var timeline = document.querySelector("[data-stream]");
   if (!timeline || !window.EventSource) { return; }
   var status = document.querySelector("[data-live]");
-  var count = document.querySelector("[data-total]");
+  var showing = document.querySelector("[data-showing]");
+  var locale = document.documentElement.lang || undefined;
   function setState(state, text) {
     if (!status) { return; }
     status.setAttribute("data-state", state);
@@ -24,10 +25,15 @@
     var empty = document.querySelector("[data-empty]");
     if (empty) { empty.remove(); }
     timeline.insertBefore(item, timeline.firstChild);
-    if (count) {
-      var total = parseInt(count.getAttribute("data-total"), 10) + 1;
-      count.setAttribute("data-total", String(total));
-      count.textContent = total.toLocaleString();
+    if (showing) {
+      // Page one grows at the top: one more shown, one more in all.
+      var to = parseInt(showing.getAttribute("data-to"), 10) + 1;
+      var total = parseInt(showing.getAttribute("data-total"), 10) + 1;
+      showing.setAttribute("data-to", String(to));
+      showing.setAttribute("data-total", String(total));
+      showing.textContent = showing.getAttribute("data-template")
+        .replace("{to}", to.toLocaleString(locale))
+        .replace("{total}", total.toLocaleString(locale));
     }
   });
 })();

@@ -159,7 +159,11 @@ pub(crate) async fn timeline(
         @if invalid { div class="alert alert-bad" role="alert" { (l.t("logs.invalid")) } }
         div class="pager" {
             @if total > 0 {
-                span data-showing { (l.fmt("logs.showing", &[("from", &l.number(from)), ("to", &l.number(to))])) " " span data-total=(total) { (l.number(total)) } }
+                // The live tail updates the counts from the template.
+                span data-showing data-to=(to) data-total=(total)
+                    data-template=(l.fmt("logs.showing", &[("from", &l.number(from)), ("to", "{to}"), ("total", "{total}")])) {
+                    (l.fmt("logs.showing", &[("from", &l.number(from)), ("to", &l.number(to)), ("total", &l.number(total))]))
+                }
             }
             @if stream.is_some() { span class="live" data-live data-state="off" data-on=(l.t("logs.live_on")) data-off=(l.t("logs.live_off")) { (l.t("logs.live_off")) } }
         }

@@ -63,7 +63,26 @@ pub(crate) async fn page_inner(
         .items()
         .filter(|(i, _)| i.bundle_id.is_none())
         .collect();
-    let bundles: Vec<_> = list.bundles().collect();
+    // A bundle is listed when any member matches; under a filter its card
+    // shows the matching members (the summary still counts them all).
+    let filtered = category.is_some() || search.is_some();
+    let matching: std::collections::HashSet<&str> =
+        list.items().map(|(i, _)| i.id.as_str()).collect();
+    let bundles: Vec<_> = list
+        .bundles()
+        .map(|(b, members)| {
+            let total = members.len();
+            let enabled = members
+                .iter()
+                .filter(|(_, s)| s.status == IntegrationStatus::Enabled)
+                .count();
+            let shown: Vec<_> = members
+                .into_iter()
+                .filter(|(i, _)| !filtered || matching.contains(i.id.as_str()))
+                .collect();
+            (b, total, enabled, shown)
+        })
+        .collect();
     let body = html! {
         h1 { (l.t("marketplace.title")) }
         p class="lead" { (l.t("marketplace.lead")) }
@@ -82,14 +101,14 @@ pub(crate) async fn page_inner(
         @if standalone.is_empty() && bundles.is_empty() {
             div class="empty" { (l.t("marketplace.empty")) }
         }
-        @for (b, members) in &bundles {
-            @let enabled = members.iter().filter(|(_, s)| s.status == IntegrationStatus::Enabled).count();
+        @for (b, total, enabled, members) in &bundles {
             section class="bundle" data-bundle=(b.id) aria-labelledby={ "bundle-" (b.id) } {
                 div class="bundle-head" {
                     (avatar(&b.id, &b.title, true))
                     div class="grow" {
                         h2 id={ "bundle-" (b.id) } { (b.title) }
-                        p class="meta" { (l.fmt("marketplace.bundle_summary", &[("count", &members.len().to_string()), ("enabled", &enabled.to_string())])) }
+                        p class="meta" { (l.fmt("marketplace.bundle_summary", &[("count", &total.to_string()), ("enabled", &enabled.to_string())])) }
+                        @if members.len() < *total { p class="meta" data-matching=(members.len()) { (l.fmt("marketplace.bundle_matching", &[("shown", &members.len().to_string()), ("count", &total.to_string())])) } }
                         @if let (Some(pkg), Some(v)) = (&b.package, &b.version) { p class="meta" { (pkg) " v" (v) } }
                     }
                     div class="actions" {
