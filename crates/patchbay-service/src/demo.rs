@@ -4,7 +4,7 @@
 //! providers that are not called.
 
 use patchbay_core::{IntegrationStatus, LogLevel};
-use patchbay_vault::SecretString;
+use patchbay_vault::{ExposeSecret as _, SecretString};
 use serde_json::json;
 
 use crate::auth::{Access, Caller, Feature};
@@ -15,11 +15,24 @@ use crate::tenants::{TenantIn, TokenIn};
 use crate::{ServiceError, Services};
 
 pub const DEMO_TENANT: &str = "demo";
+/// The sign-in email of the demo tenant's operator.
+pub const DEMO_OPERATOR: &str = "demo@patchbay.local";
+
+/// What the demo seed hands back once, to be shown once.
+#[derive(Debug)]
+pub struct DemoAccess {
+    /// A tenant token for the API.
+    pub token: SecretString,
+    /// The operator's email ([`DEMO_OPERATOR`]) and a random password for the panel.
+    pub operator_email: String,
+    pub operator_password: SecretString,
+}
 
 impl Services {
-    /// Creates the demo tenant, once. Returns a token for it the first time
-    /// (to be shown once), `None` when it exists already.
-    pub async fn seed_demo(&self) -> Result<Option<SecretString>> {
+    /// Creates the demo tenant with an owner account, once. Returns its
+    /// token and the operator's password the first time (to be shown once),
+    /// `None` when it exists already.
+    pub async fn seed_demo(&self) -> Result<Option<DemoAccess>> {
         if self
             .store()
             .list_tenants()
@@ -133,6 +146,20 @@ impl Services {
                 },
             )
             .await?;
-        Ok(Some(token.token))
+        let password = crate::users::random_password()?;
+        self.create_user_as_system(crate::users::UserIn {
+            email: DEMO_OPERATOR.to_owned(),
+            name: "Demo operator".to_owned(),
+            password: password.expose_secret().to_owned(),
+            role: crate::users::Role::Owner,
+            tenant_id: Some(scope.tenant_id.to_string()),
+            organization_id: None,
+        })
+        .await?;
+        Ok(Some(DemoAccess {
+            token: token.token,
+            operator_email: DEMO_OPERATOR.to_owned(),
+            operator_password: password,
+        }))
     }
 }

@@ -182,6 +182,22 @@ impl SignInLimiter {
     }
 }
 
+/// A random password of 20 characters from an alphabet without look-alikes
+/// (about 115 bits), for accounts whose password is shown once.
+pub(crate) fn random_password() -> Result<SecretString> {
+    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzACDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut bytes = [0u8; 20];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| ServiceError::internal(&format!("no randomness available: {e}")))?;
+    // 256 is not a multiple of the alphabet's 55 letters: the slight bias
+    // costs a fraction of a bit per character.
+    let password: String = bytes
+        .iter()
+        .map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]))
+        .collect();
+    Ok(SecretString::from(password))
+}
+
 fn random_token() -> Result<String> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes)

@@ -1,7 +1,8 @@
 //! `patchbay`: the one binary. Subcommands:
 //!
-//! * `serve` runs the server (API, probes; later the panel and workers).
+//! * `serve` runs the server (API, admin panel, probes).
 //! * `token create` mints an API token without the API (first set-up, recovery).
+//! * `user create` makes an admin panel account (password read from stdin).
 //! * `keys rotate` rotates the master key and re-encrypts every credential,
 //!   beside running servers; it can be interrupted and run again.
 //! * `logs prune` applies the operation-log retention now.
@@ -276,17 +277,19 @@ async fn serve(config: config::ServeConfig) -> anyhow::Result<()> {
     {
         // Printed, not logged: the token must not sit in log files.
         println!(
-            "\nPatchbay created a platform admin token. It is shown this once; store it now:\n\n    {}\n\nCall the API with `Authorization: Bearer <token>`: create tenants (POST /api/tenants) and\ntenant tokens (POST /api/tokens) with it.\n",
+            "\nPatchbay created a platform admin token. It is shown this once; store it now:\n\n    {}\n\nCall the API with `Authorization: Bearer <token>`: create tenants (POST /api/tenants),\ntenant tokens (POST /api/tokens) and admin panel accounts (POST /api/users) with it.\n",
             token.expose_secret()
         );
     }
     if config.demo
-        && let Some(token) = services.seed_demo().await?
+        && let Some(demo) = services.seed_demo().await?
     {
+        let addr = listener.local_addr()?;
         println!(
-            "\nPatchbay created the demo tenant `demo`, with Stripe, the MedusaJS bundle and SMTP configured.\nIts token is shown this once:\n\n    {}\n\nTry: curl -H \"Authorization: Bearer <token>\" http://{}/api/integrations\n",
-            token.expose_secret(),
-            listener.local_addr()?
+            "\nPatchbay created the demo tenant `demo`, with Stripe, the MedusaJS bundle and SMTP configured.\nIts token and its operator's password are shown this once:\n\n    token     {}\n    panel     http://{addr}/backend  (email {}, password {})\n\nTry: curl -H \"Authorization: Bearer <token>\" http://{addr}/api/integrations\n",
+            demo.token.expose_secret(),
+            demo.operator_email,
+            demo.operator_password.expose_secret(),
         );
     }
     let addr = listener.local_addr()?;

@@ -327,6 +327,42 @@ fn catalog_list_prints_the_builtin_catalog() {
     assert!(stdout.contains("(bundle sync_medusa)"));
 }
 
+/// Signs in to the panel over HTTP (login CSRF cookie, then the form);
+/// returns the status of the form post.
+fn panel_sign_in(addr: std::net::SocketAddr, email: &str, password: &str) -> u16 {
+    let form = patchbay_testkit::http::get(addr, "/backend/login").unwrap();
+    let cookie = form
+        .header("set-cookie")
+        .and_then(|c| c.split(';').next())
+        .unwrap()
+        .to_owned();
+    let csrf = cookie.split_once('=').unwrap().1.to_owned();
+    let body = format!(
+        "csrf={csrf}&next=%2Fbackend%2Fintegrations&email={}&password={}",
+        email.replace('@', "%40"),
+        password.replace(' ', "+")
+    );
+    let r = patchbay_testkit::http::request(
+        addr,
+        "POST",
+        "/backend/login",
+        &[
+            ("Cookie", cookie.as_str()),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ],
+        body.as_bytes(),
+    )
+    .unwrap();
+    if r.status == 303 {
+        assert!(
+            r.header("set-cookie")
+                .is_some_and(|c| c.starts_with("pb_session=")),
+            "a session cookie"
+        );
+    }
+    r.status
+}
+
 #[test]
 fn serve_with_demo_creates_a_demo_tenant_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -374,6 +410,17 @@ fn serve_with_demo_creates_a_demo_tenant_once() {
     assert_eq!(state("notification_smtp"), "draft");
     let (_, logs, _) = call(addr, "GET", "/api/logs?level=error", demo, None);
     assert_eq!(logs["total"], 1);
+    // The demo operator signs in to the panel with the password shown once.
+    let words: Vec<&str> = out.split_whitespace().collect();
+    let after = |label: &str| {
+        let at = words.iter().rposition(|w| *w == label).unwrap();
+        words[at + 1].trim_end_matches(&[',', ')'][..]).to_owned()
+    };
+    let (email, password) = (after("(email"), after("password"));
+    assert_eq!(email, "demo@patchbay.local");
+    assert!(password.len() >= 20, "{out}");
+    assert_eq!(panel_sign_in(addr, &email, &password), 303);
+    assert_eq!(panel_sign_in(addr, &email, "not the password"), 401);
     assert!(p.stop().success());
     // Once only.
     let mut p = Proc::spawn(patchbay(
