@@ -132,8 +132,16 @@ mod tests {
             missing_pl.is_empty() && missing_en.is_empty(),
             "only in en: {missing_pl:?}; only in pl: {missing_en:?}"
         );
+        let holes = |s: &str| {
+            let mut names: Vec<String> = s
+                .split('{')
+                .skip(1)
+                .filter_map(|p| p.split_once('}').map(|(name, _)| name.to_owned()))
+                .collect();
+            names.sort();
+            names
+        };
         for (k, v) in &en {
-            let holes = |s: &str| s.matches('{').count();
             assert_eq!(holes(v), holes(&pl[k]), "placeholders differ for {k}");
         }
     }

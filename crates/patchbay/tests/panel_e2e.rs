@@ -36,8 +36,21 @@ impl Site {
     }
 }
 
-/// Saves a screenshot of the current page as `panel/<name>.png`.
+/// Saves a screenshot of the current page as `panel/<name>.png`, after
+/// checking that every control of the page has a label and every button a name.
+#[track_caller]
 fn shot(b: &Browser, name: &str) {
+    let unlabelled = b.execute(
+        "return Array.from(document.querySelectorAll('input:not([type=hidden]), select, textarea, button'))
+           .filter(function (e) {
+             var named = e.getAttribute('aria-label') || e.getAttribute('aria-labelledby');
+             if (e.tagName === 'BUTTON') { return !named && !e.textContent.trim(); }
+             return !named && !(e.labels && e.labels.length);
+           })
+           .map(function (e) { return e.outerHTML; });",
+        &[],
+    );
+    assert_eq!(unlabelled, json!([]), "controls without a label on {name}");
     b.screenshot(artifacts_dir().join("panel").join(format!("{name}.png")));
 }
 
