@@ -17,6 +17,7 @@ pub mod credentials;
 pub mod date;
 pub mod manifest;
 pub mod registry;
+pub mod schedule;
 pub mod scope;
 pub mod state;
 pub mod text;
@@ -29,6 +30,7 @@ pub use manifest::{
     Webhooks,
 };
 pub use registry::{CatalogError, CatalogErrors, CatalogQuery, Entry, ManifestSource, Registry};
+pub use schedule::{Schedule, ScheduleError};
 pub use scope::{OrganizationId, Scope, TenantId};
 pub use state::{IntegrationStatus, LogLevel};
 pub use time::Timestamp;
