@@ -15,6 +15,7 @@
 //! * Secrets reach this crate only as ciphertext.
 
 mod error;
+pub mod jobs;
 pub mod migrate;
 mod model;
 mod postgres;
@@ -28,6 +29,10 @@ use std::sync::Arc;
 use patchbay_core::{OrganizationId, Scope, TenantId, Timestamp};
 
 pub use error::{Result, StoreError};
+pub use jobs::{
+    AttemptOutcome, AttemptRecord, Enqueued, ExpiredLease, Finish, FinishOutcome, JobPage,
+    JobQuery, JobRecord, JobStatus, JobStore, NewJob, ScheduleRecord,
+};
 pub use model::*;
 
 /// Which database a store runs on.
@@ -163,7 +168,7 @@ pub async fn connect_for_admin(config: &DatabaseConfig) -> Result<Arc<dyn Store>
 ///
 /// Methods taking a [`Scope`] only ever see rows of that scope.
 #[async_trait::async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+pub trait Store: JobStore + Send + Sync + std::fmt::Debug + 'static {
     fn backend(&self) -> Backend;
 
     /// Checks that the database answers and reports the migration versions.
@@ -204,6 +209,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     async fn get_state(&self, scope: &Scope, integration_id: &str) -> Result<Option<StateRecord>>;
     async fn list_states(&self, scope: &Scope) -> Result<Vec<StateRecord>>;
+    /// Every tenant's states with `status`, across scopes (platform work such
+    /// as the scheduled health sweep; never answers a tenant's request).
+    async fn list_states_with_status(
+        &self,
+        status: patchbay_core::IntegrationStatus,
+    ) -> Result<Vec<StateRecord>>;
 
     /// Appends log entries in one transaction, in multi-row batches.
     async fn append_logs(&self, entries: Vec<NewLogEntry>) -> Result<()>;

@@ -52,6 +52,11 @@ pub const SQLITE: &[Migration] = &[
         name: "log_indexes",
         sql: include_str!("../migrations/sqlite/0004_log_indexes.sql"),
     },
+    Migration {
+        version: 5,
+        name: "jobs",
+        sql: include_str!("../migrations/sqlite/0005_jobs.sql"),
+    },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -74,6 +79,11 @@ pub const POSTGRES: &[Migration] = &[
         version: 4,
         name: "log_indexes",
         sql: include_str!("../migrations/postgres/0004_log_indexes.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "jobs",
+        sql: include_str!("../migrations/postgres/0005_jobs.sql"),
     },
 ];
 

@@ -23,9 +23,15 @@ const MIGRATION_LOCK: i64 = 0x7061_7463_6862_6100;
 const OUTBOX_LOCK: i64 = 0x7061_7463_6862_6101;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+mod jobs;
+
 #[derive(Debug)]
 pub(crate) struct PgStore {
     pool: PgPool,
+    /// Bumped on this process's enqueues and on `patchbay_jobs` notifications.
+    wake: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+    /// Set once the notification listener runs.
+    listening: std::sync::OnceLock<()>,
 }
 
 impl PgStore {
@@ -79,7 +85,11 @@ impl PgStore {
             .await
             .map_err(|e| unavailable(first_line(&e.to_string()).to_owned()))?;
         migrate(&pool).await?;
-        Ok(PgStore { pool })
+        Ok(PgStore {
+            pool,
+            wake: std::sync::Arc::new(tokio::sync::watch::Sender::new(0)),
+            listening: std::sync::OnceLock::new(),
+        })
     }
 }
 
@@ -912,6 +922,19 @@ impl crate::Store for PgStore {
             .as_ref()
             .map(rows::state)
             .transpose()
+    }
+
+    async fn list_states_with_status(
+        &self,
+        status: patchbay_core::IntegrationStatus,
+    ) -> crate::Result<Vec<crate::StateRecord>> {
+        sqlx::query(st::LIST_STATES_WITH_STATUS)
+            .bind(status.as_str())
+            .fetch_all(self.reader())
+            .await?
+            .iter()
+            .map(rows::state)
+            .collect()
     }
 
     async fn list_states(

@@ -29,6 +29,8 @@ use crate::sql::{Arg, from_ts, log_filters, opt_ts, token_scope, ts};
 use crate::statements::{self as st, lite};
 use crate::*;
 
+mod jobs;
+
 const READERS: usize = 4;
 
 #[derive(Debug, Clone)]
@@ -41,6 +43,8 @@ struct Inner {
     writer: Mutex<Option<Connection>>,
     readers: Vec<Mutex<Option<Connection>>>,
     next: AtomicUsize,
+    /// Bumped when jobs may have become claimable (one process: no need for more).
+    wake: tokio::sync::watch::Sender<u64>,
     /// Held for the life of a server's store: an exclusive lock on `<db>.lock`.
     _lock: Option<std::fs::File>,
 }
@@ -187,6 +191,7 @@ impl SqliteStore {
                 writer: Mutex::new(Some(writer)),
                 readers,
                 next: AtomicUsize::new(0),
+                wake: tokio::sync::watch::Sender::new(0),
                 _lock: lock,
             }),
         })
@@ -1053,6 +1058,13 @@ impl Store for SqliteStore {
                 state,
             )
         })
+    }
+
+    async fn list_states_with_status(
+        &self,
+        status: patchbay_core::IntegrationStatus,
+    ) -> Result<Vec<StateRecord>> {
+        self.read(|c| all(c, st::LIST_STATES_WITH_STATUS, [status.as_str()], state))
     }
 
     async fn append_logs(&self, entries: Vec<NewLogEntry>) -> Result<()> {

@@ -82,6 +82,11 @@ pub(crate) const LIST_STATES: &str = concat!(
     state_select!(),
     " WHERE tenant_id = $1 AND organization_id = $2 ORDER BY integration_id"
 );
+/// Every tenant's states with one status (the scheduled health sweep).
+pub(crate) const LIST_STATES_WITH_STATUS: &str = concat!(
+    state_select!(),
+    " WHERE status = $1 ORDER BY tenant_id, organization_id, integration_id"
+);
 pub(crate) const PRUNE_LOGS: &str = "DELETE FROM integration_logs WHERE tenant_id = $1 AND ((level = 'error' AND created_at < $3) OR (level <> 'error' AND created_at < $2))";
 pub(crate) const LIST_EVENTS: &str = "SELECT seq, id, tenant_id, organization_id, event_type, integration_id, payload, created_at FROM events
     WHERE tenant_id = $1 AND organization_id = $2 AND seq > $3 ORDER BY seq LIMIT $4";

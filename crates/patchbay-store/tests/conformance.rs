@@ -80,6 +80,16 @@ conformance!(
     sessions_are_found_by_hash_moved_and_expired,
     failing_connections_are_counted_across_tenants,
     log_pages_can_be_numbered,
+    jobs_are_claimed_in_fair_order_with_leases,
+    unique_jobs_are_deduplicated_while_active,
+    finishing_a_job_needs_its_lease,
+    expired_leases_are_requeued_or_dead_and_renewals_keep_them,
+    released_jobs_cost_no_attempt,
+    dead_jobs_are_retried_and_queued_ones_cancelled,
+    jobs_are_listed_counted_and_pruned,
+    schedules_fire_once_per_period,
+    concurrent_claims_never_take_a_job_twice,
+    enqueues_wake_workers_across_processes,
 );
 
 fn t(us: i64) -> Timestamp {
@@ -502,6 +512,27 @@ async fn state_writes_are_optimistic(f: Fixture) {
     assert_eq!(ids, ["gateway_stripe", "storage_s3"]);
     assert!(s.list_states(&b).await.unwrap().is_empty());
     assert!(s.get_state(&b, "gateway_stripe").await.unwrap().is_none());
+    // Across tenants, by status (the health sweep).
+    s.apply(vec![Change::PutState {
+        state: state(&b, "storage_s3", IntegrationStatus::Enabled, 1),
+        expect: Expect::Absent,
+    }])
+    .await
+    .unwrap();
+    let enabled: Vec<(String, String)> = s
+        .list_states_with_status(IntegrationStatus::Enabled)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.scope.tenant_id.to_string(), s.integration_id))
+        .collect();
+    assert_eq!(
+        enabled,
+        [
+            ("ten_acme".to_owned(), "gateway_stripe".to_owned()),
+            ("ten_globex".to_owned(), "storage_s3".to_owned())
+        ]
+    );
 }
 
 async fn apply_is_all_or_nothing(f: Fixture) {
@@ -1504,4 +1535,741 @@ async fn log_pages_can_be_numbered(f: Fixture) {
         .await
         .unwrap();
     assert!(beyond.items.is_empty());
+}
+
+// ---- the job queue ----
+
+fn job(queue: &str, scope: Option<&Scope>, n: i64) -> NewJob {
+    NewJob {
+        queue: queue.into(),
+        kind: "noop".into(),
+        scope: scope.cloned(),
+        payload: format!(r#"{{"n":{n}}}"#),
+        unique_key: None,
+        run_at: t(0),
+        max_attempts: 3,
+        created_at: t(0),
+    }
+}
+
+fn n_of(j: &JobRecord) -> i64 {
+    let v: serde_json::Value = serde_json::from_str(&j.payload).unwrap();
+    v["n"].as_i64().unwrap()
+}
+
+async fn jobs_are_claimed_in_fair_order_with_leases(f: Fixture) {
+    let s = &*f.store;
+    let a = tenant(s, "acme").await;
+    let b = tenant(s, "globex").await;
+    // Tenant A floods the queue, then B enqueues two.
+    s.enqueue_jobs((1..=6).map(|n| job("q", Some(&a), n)).collect())
+        .await
+        .unwrap();
+    s.enqueue_jobs(vec![job("q", Some(&b), 101), job("q", Some(&b), 102)])
+        .await
+        .unwrap();
+    // Platform work, another queue, and a job not due yet.
+    s.enqueue_jobs(vec![job("other", None, 900)]).await.unwrap();
+    let mut later = job("q", Some(&b), 103);
+    later.run_at = t(1_000);
+    s.enqueue_jobs(vec![later]).await.unwrap();
+
+    let got = s
+        .claim_jobs("q", "w1", t(10), t(30_000_000), 4)
+        .await
+        .unwrap();
+    let order: Vec<i64> = got.iter().map(n_of).collect();
+    assert_eq!(order, [1, 101, 2, 102], "lanes take turns");
+    for j in &got {
+        assert_eq!(j.status, JobStatus::Running);
+        assert_eq!(j.attempts, 1);
+        assert_eq!(j.lease_owner.as_deref(), Some("w1"));
+        assert_eq!(j.lease_expires_at, Some(t(30_000_000)));
+        assert_eq!(j.started_at, Some(t(10)));
+        let attempts = s.list_attempts(j.id).await.unwrap();
+        assert_eq!(attempts.len(), 1);
+        assert_eq!(
+            (
+                attempts[0].attempt,
+                attempts[0].worker.as_str(),
+                attempts[0].outcome
+            ),
+            (1, "w1", None)
+        );
+    }
+    // The rest of A's backlog comes next; B's later job only when due.
+    let rest: Vec<i64> = s
+        .claim_jobs("q", "w1", t(10), t(30_000_000), 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(n_of)
+        .collect();
+    assert_eq!(rest, [3, 4, 5, 6]);
+    let due: Vec<i64> = s
+        .claim_jobs("q", "w1", t(2_000), t(30_000_000), 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(n_of)
+        .collect();
+    assert_eq!(due, [103]);
+    let other = s
+        .claim_jobs("other", "w2", t(10), t(30_000_000), 10)
+        .await
+        .unwrap();
+    assert_eq!(other.len(), 1);
+    assert_eq!(other[0].scope, None);
+    assert!(
+        s.claim_jobs("q", "w1", t(3_000), t(30_000_000), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A tenant arriving while another's backlog waits is served next.
+    s.enqueue_jobs((7..=9).map(|n| job("q", Some(&a), n)).collect())
+        .await
+        .unwrap();
+    s.enqueue_jobs(vec![job("q", Some(&b), 104)]).await.unwrap();
+    let next: Vec<i64> = s
+        .claim_jobs("q", "w1", t(3_000), t(30_000_000), 2)
+        .await
+        .unwrap()
+        .iter()
+        .map(n_of)
+        .collect();
+    assert_eq!(next, [7, 104]);
+}
+
+async fn unique_jobs_are_deduplicated_while_active(f: Fixture) {
+    let s = &*f.store;
+    let a = tenant(s, "acme").await;
+    let unique = |n| {
+        let mut j = job("health", Some(&a), n);
+        j.unique_key = Some("health:acme:stripe".into());
+        j
+    };
+    let first = s.enqueue_jobs(vec![unique(1)]).await.unwrap()[0];
+    assert!(matches!(first, Enqueued::Created(_)));
+    let again = s
+        .enqueue_jobs(vec![unique(2), job("health", Some(&a), 3)])
+        .await
+        .unwrap();
+    assert_eq!(again[0], Enqueued::Existing(first.id()));
+    assert!(matches!(again[1], Enqueued::Created(id) if id != first.id()));
+    // Still one while it runs.
+    let claimed = s
+        .claim_jobs("health", "w", t(1), t(1_000_000), 1)
+        .await
+        .unwrap();
+    assert_eq!(claimed[0].id, first.id());
+    assert_eq!(
+        s.enqueue_jobs(vec![unique(4)]).await.unwrap()[0],
+        Enqueued::Existing(first.id())
+    );
+    // Once it has finished, the key is free again.
+    let done = s
+        .finish_jobs(
+            "w",
+            t(2),
+            vec![Finish {
+                id: first.id(),
+                attempt: 1,
+                outcome: FinishOutcome::Succeeded { result: None },
+            }],
+        )
+        .await
+        .unwrap();
+    assert_eq!(done, [true]);
+    let fresh = s.enqueue_jobs(vec![unique(5)]).await.unwrap()[0];
+    assert!(matches!(fresh, Enqueued::Created(id) if id != first.id()));
+}
+
+async fn finishing_a_job_needs_its_lease(f: Fixture) {
+    let s = &*f.store;
+    let a = tenant(s, "acme").await;
+    let id = s.enqueue_jobs(vec![job("q", Some(&a), 1)]).await.unwrap()[0].id();
+    s.claim_jobs("q", "w1", t(1), t(1_000_000), 1)
+        .await
+        .unwrap();
+    let ok = |attempt| Finish {
+        id,
+        attempt,
+        outcome: FinishOutcome::Succeeded {
+            result: Some("{}".into()),
+        },
+    };
+    // Another worker, or a stale attempt number, changes nothing.
+    assert_eq!(
+        s.finish_jobs("w2", t(2), vec![ok(1)]).await.unwrap(),
+        [false]
+    );
+    assert_eq!(
+        s.finish_jobs("w1", t(2), vec![ok(2)]).await.unwrap(),
+        [false]
+    );
+    // A failure with a retry time queues it again for then.
+    let retry = Finish {
+        id,
+        attempt: 1,
+        outcome: FinishOutcome::Retry {
+            error: "connection refused".into(),
+            run_at: t(500),
+        },
+    };
+    assert_eq!(
+        s.finish_jobs("w1", t(3), vec![retry]).await.unwrap(),
+        [true]
+    );
+    let j = s.get_job(None, id).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            j.status,
+            j.run_at,
+            j.last_error.as_deref(),
+            j.lease_owner.as_deref()
+        ),
+        (JobStatus::Queued, t(500), Some("connection refused"), None)
+    );
+    let att = s.list_attempts(id).await.unwrap();
+    assert_eq!(
+        (att[0].outcome, att[0].finished_at, att[0].error.as_deref()),
+        (
+            Some(AttemptOutcome::Failed),
+            Some(t(3)),
+            Some("connection refused")
+        )
+    );
+    assert!(
+        s.claim_jobs("q", "w1", t(499), t(1_000_000), 1)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let again = s
+        .claim_jobs("q", "w1", t(500), t(1_000_000), 1)
+        .await
+        .unwrap();
+    assert_eq!(again[0].attempts, 2);
+    // Success records the result; the finish of attempt 1 no longer counts.
+    assert_eq!(
+        s.finish_jobs("w1", t(600), vec![ok(1)]).await.unwrap(),
+        [false]
+    );
+    assert_eq!(
+        s.finish_jobs("w1", t(600), vec![ok(2)]).await.unwrap(),
+        [true]
+    );
+    let j = s.get_job(Some(&a), id).await.unwrap().unwrap();
+    assert_eq!(
+        (j.status, j.result.as_deref(), j.finished_at, j.last_error),
+        (JobStatus::Succeeded, Some("{}"), Some(t(600)), None)
+    );
+    assert_eq!(
+        s.list_attempts(id).await.unwrap()[1].outcome,
+        Some(AttemptOutcome::Succeeded)
+    );
+    // A permanent failure makes it dead at once.
+    let id2 = s.enqueue_jobs(vec![job("q", Some(&a), 2)]).await.unwrap()[0].id();
+    s.claim_jobs("q", "w1", t(700), t(1_000_000), 1)
+        .await
+        .unwrap();
+    let dead = Finish {
+        id: id2,
+        attempt: 1,
+        outcome: FinishOutcome::Dead {
+            error: "unknown integration".into(),
+        },
+    };
+    assert_eq!(
+        s.finish_jobs("w1", t(701), vec![dead]).await.unwrap(),
+        [true]
+    );
+    let j = s.get_job(None, id2).await.unwrap().unwrap();
+    assert_eq!((j.status, j.finished_at), (JobStatus::Dead, Some(t(701))));
+    // Another tenant's scope does not find the job.
+    let b = tenant(s, "globex").await;
+    assert!(s.get_job(Some(&b), id2).await.unwrap().is_none());
+}
+
+async fn expired_leases_are_requeued_or_dead_and_renewals_keep_them(f: Fixture) {
+    let s = &*f.store;
+    let a = tenant(s, "acme").await;
+    let mut once = job("q", Some(&a), 2);
+    once.max_attempts = 1;
+    let ids: Vec<i64> = s
+        .enqueue_jobs(vec![job("q", Some(&a), 1), once, job("q", Some(&a), 3)])
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id())
+        .collect();
+    s.claim_jobs("q", "dead-worker", t(1), t(100), 2)
+        .await
+        .unwrap();
+    s.claim_jobs("q", "live-worker", t(1), t(100), 1)
+        .await
+        .unwrap();
+    assert!(
+        s.expire_leases(t(50)).await.unwrap().is_empty(),
+        "leases still valid"
+    );
+    // The live worker renews; the other does not.
+    assert_eq!(
+        s.renew_leases("live-worker", t(1_000)).await.unwrap(),
+        [ids[2]]
+    );
+    assert!(s.renew_leases("nobody", t(1_000)).await.unwrap().is_empty());
+    let mut expired = s.expire_leases(t(101)).await.unwrap();
+    expired.sort_by_key(|e| e.id);
+    assert_eq!(
+        expired
+            .iter()
+            .map(|e| (e.id, e.worker.as_str(), e.status))
+            .collect::<Vec<_>>(),
+        [
+            (ids[0], "dead-worker", JobStatus::Queued),
+            (ids[1], "dead-worker", JobStatus::Dead)
+        ]
+    );
+    let lost = s.list_attempts(ids[0]).await.unwrap();
+    assert_eq!(lost[0].outcome, Some(AttemptOutcome::Lost));
+    assert_eq!(lost[0].lease_expires_at, t(100));
+    assert!(
+        s.get_job(None, ids[1])
+            .await
+            .unwrap()
+            .unwrap()
+            .finished_at
+            .is_some()
+    );
+    // The renewed attempt carries its new lease; a late finish by the dead worker is refused.
+    assert_eq!(
+        s.list_attempts(ids[2]).await.unwrap()[0].lease_expires_at,
+        t(1_000)
+    );
+    let late = Finish {
+        id: ids[0],
+        attempt: 1,
+        outcome: FinishOutcome::Succeeded { result: None },
+    };
+    assert_eq!(
+        s.finish_jobs("dead-worker", t(102), vec![late])
+            .await
+            .unwrap(),
+        [false]
+    );
+    // It is claimed again as attempt 2.
+    let again = s
+        .claim_jobs("q", "live-worker", t(102), t(1_000), 5)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].id, again[0].attempts), (ids[0], 2));
+}
+
+async fn released_jobs_cost_no_attempt(f: Fixture) {
+    let s = &*f.store;
+    let a = tenant(s, "acme").await;
+    let id = s.enqueue_jobs(vec![job("q", Some(&a), 1)]).await.unwrap()[0].id();
+    s.claim_jobs("q", "w1", t(1), t(100), 1).await.unwrap();
+    assert_eq!(s.release_jobs("w2", &[id], t(2)).await.unwrap(), 0);
+    assert_eq!(s.release_jobs("w1", &[id], t(2)).await.unwrap(), 1);
+    let j = s.get_job(None, id).await.unwrap().unwrap();
+    assert_eq!(
+        (j.status, j.attempts, j.max_attempts),
+        (JobStatus::Queued, 1, 4)
+    );
+    assert_eq!(
+        s.list_attempts(id).await.unwrap()[0].outcome,
+        Some(AttemptOutcome::Released)
+    );
+    let again = s.claim_jobs("q", "w2", t(3), t(100), 1).await.unwrap();
+    assert_eq!(again[0].attempts, 2);
+    assert_eq!(s.list_attempts(id).await.unwrap().len(), 2);
+}
+
+async fn dead_jobs_are_retried_and_queued_ones_cancelled(f: Fixture) {
+    let s = &*f.store;
+    let a = tenant(s, "acme").await;
+    let b = tenant(s, "globex").await;
+    let mut unique = job("q", Some(&a), 1);
+    unique.unique_key = Some("k".into());
+    unique.max_attempts = 1;
+    let id = s.enqueue_jobs(vec![unique.clone()]).await.unwrap()[0].id();
+    s.claim_jobs("q", "w", t(1), t(100), 1).await.unwrap();
+    let dead = Finish {
+        id,
+        attempt: 1,
+        outcome: FinishOutcome::Retry {
+            error: "boom".into(),
+            run_at: t(2),
+        },
+    };
+    // With no attempts left a retry request still finishes the attempt; the
+    // worker decides dead vs retry, the store records what it is told.
+    s.finish_jobs("w", t(2), vec![dead]).await.unwrap();
+    s.claim_jobs("q", "w", t(3), t(100), 1).await.unwrap();
+    let dead = Finish {
+        id,
+        attempt: 2,
+        outcome: FinishOutcome::Dead {
+            error: "boom".into(),
+        },
+    };
+    assert_eq!(s.finish_jobs("w", t(4), vec![dead]).await.unwrap(), [true]);
+    // Only a dead job of the caller's scope can be retried.
+    assert!(!s.retry_job(Some(&b), id, 3, t(5)).await.unwrap());
+    // While another job holds its unique key, a retry is a conflict.
+    let holder = s.enqueue_jobs(vec![unique.clone()]).await.unwrap()[0];
+    assert!(matches!(holder, Enqueued::Created(_)));
+    let err = s.retry_job(Some(&a), id, 3, t(5)).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    assert!(s.cancel_job(Some(&b), holder.id(), t(6)).await.unwrap() == false);
+    assert!(s.cancel_job(Some(&a), holder.id(), t(6)).await.unwrap());
+    let c = s.get_job(None, holder.id()).await.unwrap().unwrap();
+    assert_eq!(
+        (c.status, c.finished_at),
+        (JobStatus::Cancelled, Some(t(6)))
+    );
+    assert!(
+        !s.cancel_job(None, holder.id(), t(7)).await.unwrap(),
+        "only queued jobs"
+    );
+    // Now the retry goes through, with three more attempts.
+    assert!(s.retry_job(Some(&a), id, 3, t(8)).await.unwrap());
+    let j = s.get_job(None, id).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            j.status,
+            j.attempts,
+            j.max_attempts,
+            j.run_at,
+            j.finished_at
+        ),
+        (JobStatus::Queued, 2, 5, t(8), None)
+    );
+    assert!(
+        !s.retry_job(None, id, 3, t(9)).await.unwrap(),
+        "not dead any more"
+    );
+    let claimed = s.claim_jobs("q", "w", t(9), t(100), 1).await.unwrap();
+    assert_eq!(claimed[0].attempts, 3);
+}
+
+async fn jobs_are_listed_counted_and_pruned(f: Fixture) {
+    let s = &*f.store;
+    let a = tenant(s, "acme").await;
+    let b = tenant(s, "globex").await;
+    let mut jobs: Vec<NewJob> = (1..=5).map(|n| job("q", Some(&a), n)).collect();
+    jobs.push(job("q2", Some(&b), 6));
+    let mut platform = job("maintenance", None, 7);
+    platform.kind = "logs.prune".into();
+    jobs.push(platform);
+    let ids: Vec<i64> = s
+        .enqueue_jobs(jobs)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id())
+        .collect();
+    let page = s
+        .list_jobs(&JobQuery {
+            scope: Some(a.clone()),
+            limit: 2,
+            ..JobQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.total, 5);
+    assert_eq!(
+        page.items.iter().map(|j| j.id).collect::<Vec<_>>(),
+        [ids[4], ids[3]],
+        "newest first"
+    );
+    let next = s
+        .list_jobs(&JobQuery {
+            scope: Some(a.clone()),
+            before_id: Some(ids[3]),
+            limit: 10,
+            ..JobQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(next.items.len(), 3);
+    let all = s
+        .list_jobs(&JobQuery {
+            limit: 100,
+            ..JobQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.total, 7);
+    let platform_only = s
+        .list_jobs(&JobQuery {
+            tenant: Some(None),
+            limit: 100,
+            ..JobQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(platform_only.items.len(), 1);
+    assert_eq!(platform_only.items[0].kind, "logs.prune");
+    let of_b = s
+        .list_jobs(&JobQuery {
+            tenant: Some(Some(b.tenant_id.clone())),
+            limit: 100,
+            ..JobQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(of_b.total, 1);
+    // Finish some: two succeed (one long ago), one dies.
+    let claimed = s.claim_jobs("q", "w", t(1), t(100), 3).await.unwrap();
+    let fin = |j: &JobRecord, outcome| Finish {
+        id: j.id,
+        attempt: 1,
+        outcome,
+    };
+    s.finish_jobs(
+        "w",
+        t(10),
+        vec![fin(&claimed[0], FinishOutcome::Succeeded { result: None })],
+    )
+    .await
+    .unwrap();
+    s.finish_jobs(
+        "w",
+        t(1_000),
+        vec![
+            fin(&claimed[1], FinishOutcome::Succeeded { result: None }),
+            fin(&claimed[2], FinishOutcome::Dead { error: "x".into() }),
+        ],
+    )
+    .await
+    .unwrap();
+    let by_status = |st| JobQuery {
+        scope: Some(a.clone()),
+        status: Some(st),
+        limit: 100,
+        ..JobQuery::default()
+    };
+    assert_eq!(
+        s.list_jobs(&by_status(JobStatus::Succeeded))
+            .await
+            .unwrap()
+            .total,
+        2
+    );
+    assert_eq!(
+        s.list_jobs(&by_status(JobStatus::Dead))
+            .await
+            .unwrap()
+            .total,
+        1
+    );
+    let kind = s
+        .list_jobs(&JobQuery {
+            kind: Some("logs.prune".into()),
+            queue: Some("maintenance".into()),
+            limit: 10,
+            ..JobQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(kind.total, 1);
+    let mut counts = s.count_jobs(Some(&a)).await.unwrap();
+    counts.sort_by_key(|(st, _)| st.as_str());
+    assert_eq!(
+        counts,
+        [
+            (JobStatus::Dead, 1),
+            (JobStatus::Queued, 2),
+            (JobStatus::Succeeded, 2)
+        ]
+    );
+    // Pruning: succeeded before t(500) go; the dead one is kept longer.
+    assert_eq!(s.prune_jobs(t(500), t(500)).await.unwrap(), 1);
+    assert!(s.get_job(None, claimed[0].id).await.unwrap().is_none());
+    assert!(s.list_attempts(claimed[0].id).await.unwrap().is_empty());
+    assert_eq!(s.prune_jobs(t(2_000), t(500)).await.unwrap(), 1);
+    assert_eq!(s.prune_jobs(t(2_000), t(2_000)).await.unwrap(), 1);
+    assert_eq!(
+        s.list_jobs(&JobQuery {
+            limit: 100,
+            ..JobQuery::default()
+        })
+        .await
+        .unwrap()
+        .total,
+        4
+    );
+}
+
+async fn schedules_fire_once_per_period(f: Fixture) {
+    let s = &*f.store;
+    let rec = ScheduleRecord {
+        name: "logs.prune".into(),
+        schedule: "every 1h".into(),
+        queue: "maintenance".into(),
+        kind: "logs.prune".into(),
+        payload: "{}".into(),
+        enabled: true,
+        next_run_at: t(100),
+        last_run_at: None,
+        last_job_id: None,
+        updated_at: t(0),
+    };
+    assert!(s.ensure_schedule(rec.clone()).await.unwrap());
+    let mut changed = rec.clone();
+    changed.schedule = "every 2h".into();
+    assert!(
+        !s.ensure_schedule(changed).await.unwrap(),
+        "an existing schedule is kept"
+    );
+    let mut new_job = job("maintenance", None, 1);
+    new_job.kind = "logs.prune".into();
+    new_job.created_at = t(101);
+    // Several processes race for the same period: exactly one wins.
+    let store = f.store.clone();
+    let racers: Vec<_> = (0..6)
+        .map(|_| {
+            let store = store.clone();
+            let j = new_job.clone();
+            tokio::spawn(async move { store.fire_schedule("logs.prune", t(100), t(200), j).await })
+        })
+        .collect();
+    let mut won = Vec::new();
+    for r in racers {
+        if let Some(id) = r.await.unwrap().unwrap() {
+            won.push(id);
+        }
+    }
+    assert_eq!(won.len(), 1, "one run per period");
+    let list = s.list_schedules().await.unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(
+        (
+            list[0].next_run_at,
+            list[0].last_run_at,
+            list[0].last_job_id,
+            list[0].schedule.as_str()
+        ),
+        (t(200), Some(t(101)), Some(won[0]), "every 1h")
+    );
+    let j = s.get_job(None, won[0]).await.unwrap().unwrap();
+    assert_eq!(
+        (j.kind.as_str(), j.queue.as_str()),
+        ("logs.prune", "maintenance")
+    );
+    // Disabled schedules do not fire; updates move the next run.
+    assert!(
+        s.update_schedule("logs.prune", "every 2h", false, t(300), t(150))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.update_schedule("nope", "every 2h", false, t(300), t(150))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        s.fire_schedule("logs.prune", t(300), t(400), new_job.clone())
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(
+        s.update_schedule("logs.prune", "every 2h", true, t(300), t(150))
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.fire_schedule("logs.prune", t(300), t(400), new_job)
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+async fn concurrent_claims_never_take_a_job_twice(f: Fixture) {
+    let a = tenant(&*f.store, "acme").await;
+    let total = 300;
+    f.store
+        .enqueue_jobs((0..total).map(|n| job("q", Some(&a), n)).collect())
+        .await
+        .unwrap();
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let store = f.store.clone();
+            tokio::spawn(async move {
+                let name = format!("w{w}");
+                let mut mine = Vec::new();
+                loop {
+                    let got = store
+                        .claim_jobs("q", &name, t(1), t(1_000_000), 7)
+                        .await
+                        .unwrap();
+                    if got.is_empty() {
+                        return mine;
+                    }
+                    let finishes = got
+                        .iter()
+                        .map(|j| Finish {
+                            id: j.id,
+                            attempt: j.attempts,
+                            outcome: FinishOutcome::Succeeded { result: None },
+                        })
+                        .collect();
+                    let done = store.finish_jobs(&name, t(2), finishes).await.unwrap();
+                    assert!(done.iter().all(|d| *d));
+                    mine.extend(got.iter().map(|j| j.id));
+                }
+            })
+        })
+        .collect();
+    let mut seen = Vec::new();
+    for w in workers {
+        seen.extend(w.await.unwrap());
+    }
+    seen.sort_unstable();
+    let before = seen.len();
+    seen.dedup();
+    assert_eq!(before, seen.len(), "a job was claimed twice");
+    assert_eq!(seen.len(), usize::try_from(total).unwrap());
+}
+
+async fn enqueues_wake_workers_across_processes(f: Fixture) {
+    let a = tenant(&*f.store, "acme").await;
+    let mut rx = f.store.job_wakeups();
+    rx.borrow_and_update();
+    f.store
+        .enqueue_jobs(vec![job("q", Some(&a), 1)])
+        .await
+        .unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(5), rx.changed())
+        .await
+        .expect("woken by an enqueue")
+        .unwrap();
+    if f.store.backend() == Backend::Postgres {
+        // Another process (another store on the same database) enqueues.
+        // The listener may still be subscribing: enqueue until a wake-up comes.
+        let other = connect(&f.config).await.unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            rx.borrow_and_update();
+            other
+                .enqueue_jobs(vec![job("q", Some(&a), 2)])
+                .await
+                .unwrap();
+            let woke = tokio::time::timeout(std::time::Duration::from_millis(500), rx.changed());
+            if woke.await.is_ok() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no wake-up through LISTEN/NOTIFY"
+            );
+        }
+    }
 }
