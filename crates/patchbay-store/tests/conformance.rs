@@ -1925,7 +1925,7 @@ async fn dead_jobs_are_retried_and_queued_ones_cancelled(f: Fixture) {
     assert!(matches!(holder, Enqueued::Created(_)));
     let err = s.retry_job(Some(&a), id, 3, t(5)).await.unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "{err}");
-    assert!(s.cancel_job(Some(&b), holder.id(), t(6)).await.unwrap() == false);
+    assert!(!s.cancel_job(Some(&b), holder.id(), t(6)).await.unwrap());
     assert!(s.cancel_job(Some(&a), holder.id(), t(6)).await.unwrap());
     let c = s.get_job(None, holder.id()).await.unwrap().unwrap();
     assert_eq!(
