@@ -33,11 +33,14 @@ pub mod credentials;
 pub mod demo;
 pub mod error;
 pub mod events;
+pub mod health;
 pub mod integrations;
+pub mod jobs;
 pub mod keys;
 pub mod logs;
 pub mod tenants;
 pub mod users;
+pub mod worker;
 
 use std::sync::{Arc, RwLock};
 
@@ -64,6 +67,8 @@ struct Inner {
     clock: Arc<dyn Clock>,
     logs: logs::LogWriter,
     sign_in: users::SignInLimiter,
+    /// Bumped whenever a worker of this process has recorded finished jobs.
+    job_finishes: tokio::sync::watch::Sender<u64>,
 }
 
 impl Services {
@@ -84,6 +89,7 @@ impl Services {
                 clock,
                 logs,
                 sign_in: users::SignInLimiter::default(),
+                job_finishes: tokio::sync::watch::Sender::new(0),
             }),
         }
     }
@@ -108,6 +114,17 @@ impl Services {
             .registry
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(registry);
+    }
+
+    /// A counter bumped whenever this process's workers finish jobs.
+    pub fn job_finishes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.job_finishes.subscribe()
+    }
+
+    pub(crate) fn notify_job_finishes(&self) {
+        self.inner
+            .job_finishes
+            .send_modify(|n| *n = n.wrapping_add(1));
     }
 
     pub fn keys(&self) -> &KeyManager {
