@@ -188,6 +188,7 @@ struct Registered {
 }
 
 struct Running {
+    attempt: i32,
     queue: usize,
     claimed: Instant,
     abort: Option<AbortHandle>,
@@ -219,9 +220,15 @@ impl Shared {
         self.running.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Forgets a job (finished, lost or released) and frees its slot.
-    fn forget(&self, id: i64) {
-        if let Some(r) = self.running().remove(&id) {
+    /// Forgets an attempt (finished, lost or released) and frees its slot.
+    /// A later attempt of the same job (claimed again after a lost lease)
+    /// is left alone.
+    fn forget(&self, id: i64, attempt: i32) {
+        let mut running = self.running();
+        if running.get(&id).is_some_and(|r| r.attempt == attempt)
+            && let Some(r) = running.remove(&id)
+        {
+            drop(running);
             self.in_flight[r.queue].fetch_sub(1, Ordering::AcqRel);
             self.slots[r.queue].notify_one();
         }
@@ -376,7 +383,7 @@ impl Workers {
             }
             tokio::time::sleep(Duration::from_millis(10).min(grace)).await;
         }
-        let unfinished: Vec<i64> = {
+        let unfinished: Vec<(i64, i32)> = {
             let running = self.shared.running();
             running
                 .iter()
@@ -385,7 +392,7 @@ impl Workers {
                     if let Some(a) = &r.abort {
                         a.abort();
                     }
-                    *id
+                    (*id, r.attempt)
                 })
                 .collect()
         };
@@ -402,11 +409,12 @@ impl Workers {
         let mut released = 0;
         if !unfinished.is_empty() {
             let now = self.shared.services.now();
+            let ids: Vec<i64> = unfinished.iter().map(|u| u.0).collect();
             match self
                 .shared
                 .services
                 .store()
-                .release_jobs(&self.shared.worker, &unfinished, now)
+                .release_jobs(&self.shared.worker, &ids, now)
                 .await
             {
                 Ok(n) => released = n,
@@ -414,8 +422,8 @@ impl Workers {
                     tracing::warn!(error = %e, "cannot release jobs at shutdown; their leases will expire");
                 }
             }
-            for id in &unfinished {
-                self.shared.forget(*id);
+            for (id, attempt) in &unfinished {
+                self.shared.forget(*id, *attempt);
             }
         }
         self.keeper.abort();
@@ -509,15 +517,24 @@ impl Drop for AbortOnDrop {
 fn spawn_job(shared: &Arc<Shared>, q: usize, job: JobRecord) {
     let id = job.id;
     shared.in_flight[q].fetch_add(1, Ordering::AcqRel);
-    shared.running().insert(
+    let replaced = shared.running().insert(
         id,
         Running {
+            attempt: job.attempts,
             queue: q,
             claimed: Instant::now(),
             abort: None,
             done: false,
         },
     );
+    if let Some(old) = replaced {
+        // This worker lost the job's lease and claimed it again before its
+        // keeper noticed: the old attempt must not go on.
+        if let Some(a) = old.abort {
+            a.abort();
+        }
+        shared.in_flight[old.queue].fetch_sub(1, Ordering::AcqRel);
+    }
     let Some(done_tx) = shared
         .done_tx
         .lock()
@@ -527,6 +544,7 @@ fn spawn_job(shared: &Arc<Shared>, q: usize, job: JobRecord) {
         // Shutting down: the job goes back with the others.
         return;
     };
+    let job_attempt = job.attempts;
     let task_shared = shared.clone();
     let handle = tokio::spawn(async move {
         let shared = task_shared;
@@ -577,7 +595,11 @@ fn spawn_job(shared: &Arc<Shared>, q: usize, job: JobRecord) {
                 ),
             },
         };
-        if let Some(r) = shared.running().get_mut(&id) {
+        if let Some(r) = shared
+            .running()
+            .get_mut(&id)
+            .filter(|r| r.attempt == attempt)
+        {
             r.done = true;
         }
         let _ = done_tx.send(Done {
@@ -589,7 +611,11 @@ fn spawn_job(shared: &Arc<Shared>, q: usize, job: JobRecord) {
             },
         });
     });
-    if let Some(r) = shared.running().get_mut(&id) {
+    if let Some(r) = shared
+        .running()
+        .get_mut(&id)
+        .filter(|r| r.attempt == job_attempt)
+    {
         r.abort = Some(handle.abort_handle());
     }
 }
@@ -631,7 +657,7 @@ async fn completer(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Done>) {
             }
         }
         for d in batch.drain(..) {
-            shared.forget(d.id);
+            shared.forget(d.id, d.finish.attempt);
         }
         shared.services.notify_job_finishes();
     }
@@ -658,32 +684,32 @@ async fn lease_keeper(shared: Arc<Shared>) {
             Ok(ids) => {
                 last_ok = asked;
                 let held: HashSet<i64> = ids.into_iter().collect();
-                let lost: Vec<i64> = shared
+                let lost: Vec<(i64, i32)> = shared
                     .running()
                     .iter()
                     .filter(|(id, r)| !r.done && r.claimed < asked && !held.contains(id))
-                    .map(|(id, _)| *id)
+                    .map(|(id, r)| (*id, r.attempt))
                     .collect();
-                for id in lost {
+                for (id, attempt) in lost {
                     tracing::warn!(job = id, worker = %shared.worker, "lost the lease of a running job; stopping it");
-                    stop_job(&shared, id);
+                    stop_job(&shared, id, attempt);
                 }
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot renew job leases");
                 if last_ok.elapsed() + every >= shared.lease {
-                    let all: Vec<i64> = shared
+                    let all: Vec<(i64, i32)> = shared
                         .running()
                         .iter()
                         .filter(|(_, r)| !r.done)
-                        .map(|(id, _)| *id)
+                        .map(|(id, r)| (*id, r.attempt))
                         .collect();
-                    for id in all {
+                    for (id, attempt) in all {
                         tracing::error!(
                             job = id,
                             "leases could not be renewed for a whole lease period; stopping the job"
                         );
-                        stop_job(&shared, id);
+                        stop_job(&shared, id, attempt);
                     }
                 }
             }
@@ -691,11 +717,16 @@ async fn lease_keeper(shared: Arc<Shared>) {
     }
 }
 
-fn stop_job(shared: &Shared, id: i64) {
-    if let Some(a) = shared.running().get(&id).and_then(|r| r.abort.clone()) {
+fn stop_job(shared: &Shared, id: i64, attempt: i32) {
+    if let Some(a) = shared
+        .running()
+        .get(&id)
+        .filter(|r| r.attempt == attempt)
+        .and_then(|r| r.abort.clone())
+    {
         a.abort();
     }
-    shared.forget(id);
+    shared.forget(id, attempt);
 }
 
 /// Puts back the jobs of workers that stopped renewing their leases.

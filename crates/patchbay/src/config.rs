@@ -63,6 +63,7 @@ impl DataArgs {
 
 /// The flags of `patchbay serve`.
 #[derive(Debug, Args)]
+#[allow(clippy::struct_excessive_bools)] // Command-line switches: each is independent.
 pub(crate) struct ServeArgs {
     #[command(flatten)]
     pub(crate) data: DataArgs,
@@ -85,6 +86,30 @@ pub(crate) struct ServeArgs {
     /// Address to listen on, host:port.
     #[arg(long, env = "PATCHBAY_LISTEN", default_value = "127.0.0.1:8080")]
     pub(crate) listen: String,
+
+    /// Run no background jobs in this process (serve the API and panel only).
+    #[arg(long, env = "PATCHBAY_NO_WORKERS")]
+    pub(crate) no_workers: bool,
+
+    /// How many jobs of a queue this process runs at once, as
+    /// `queue=n[,queue=n…]` (queues: default, health, maintenance).
+    #[arg(long, env = "PATCHBAY_WORKER_CONCURRENCY", value_name = "QUEUE=N,…")]
+    pub(crate) worker_concurrency: Option<String>,
+
+    /// Seconds a worker holds a job without renewing its lease; a job whose
+    /// process died is run again this long after (1-3600).
+    #[arg(long, env = "PATCHBAY_JOB_LEASE_SECS", default_value_t = 30)]
+    pub(crate) job_lease_secs: u64,
+
+    /// Seconds running jobs get to finish at shutdown before they are given
+    /// back to the queue (0-3600).
+    #[arg(long, env = "PATCHBAY_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    pub(crate) shutdown_grace_secs: u64,
+
+    /// This process's name in job leases and attempts (default:
+    /// host-pid-random).
+    #[arg(long, env = "PATCHBAY_WORKER_ID")]
+    pub(crate) worker_id: Option<String>,
 
     /// Log filter: a level (info, debug, …) or per-module directives
     /// (`info,patchbay_store=debug`).
@@ -114,6 +139,9 @@ pub(crate) struct ServeConfig {
     pub(crate) demo: bool,
     pub(crate) secure_cookies: bool,
     pub(crate) listen: SocketAddr,
+    /// `None` when this process runs no jobs.
+    pub(crate) workers: Option<patchbay_service::worker::WorkerConfig>,
+    pub(crate) shutdown_grace: std::time::Duration,
     pub(crate) log_filter: tracing_subscriber::EnvFilter,
     pub(crate) log_format: LogFormat,
 }
@@ -124,6 +152,21 @@ impl ServeArgs {
         let listen = parse_listen(&self.listen)?;
         let database = self.data.database()?;
         let keys = self.data.key_source();
+        let workers = if self.no_workers {
+            None
+        } else {
+            Some(worker_config(
+                self.worker_concurrency.as_deref(),
+                self.job_lease_secs,
+                self.worker_id,
+            )?)
+        };
+        if self.shutdown_grace_secs > 3600 {
+            anyhow::bail!(
+                "invalid --shutdown-grace-secs {}: expected 0 to 3600",
+                self.shutdown_grace_secs
+            );
+        }
         // Quiet the SQL driver unless asked for by name.
         let directives = if self.log.contains("sqlx") {
             self.log.clone()
@@ -139,10 +182,71 @@ impl ServeArgs {
             demo: self.demo,
             secure_cookies: self.secure_cookies,
             listen,
+            workers,
+            shutdown_grace: std::time::Duration::from_secs(self.shutdown_grace_secs),
             log_filter,
             log_format: self.log_format,
         })
     }
+}
+
+/// The workers' settings from `--worker-concurrency`, `--job-lease-secs`
+/// and `--worker-id`.
+fn worker_config(
+    concurrency: Option<&str>,
+    lease_secs: u64,
+    worker_id: Option<String>,
+) -> anyhow::Result<patchbay_service::worker::WorkerConfig> {
+    let mut config = patchbay_service::worker::WorkerConfig::default();
+    if !(1..=3600).contains(&lease_secs) {
+        anyhow::bail!("invalid --job-lease-secs {lease_secs}: expected 1 to 3600");
+    }
+    config.lease = std::time::Duration::from_secs(lease_secs);
+    if let Some(id) = worker_id {
+        let id = id.trim();
+        if id.is_empty()
+            || id.len() > 100
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+        {
+            anyhow::bail!(
+                "invalid --worker-id: expected 1-100 letters, digits, `-`, `_`, `.` or `:`"
+            );
+        }
+        id.clone_into(&mut config.worker_id);
+    }
+    for part in concurrency
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
+        let bad = || {
+            anyhow::anyhow!(
+                "invalid --worker-concurrency `{part}`: expected queue=n with a queue among {} and n from 0 to 1024",
+                config
+                    .queues
+                    .iter()
+                    .map(|q| q.0.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        let (queue, n) = part.split_once('=').ok_or_else(bad)?;
+        let n: usize = n.trim().parse().map_err(|_| bad())?;
+        if n > 1024 {
+            return Err(bad());
+        }
+        let slot = config
+            .queues
+            .iter()
+            .position(|q| q.0 == queue.trim())
+            .ok_or_else(bad)?;
+        config.queues[slot].1 = n;
+    }
+    config.queues.retain(|q| q.1 > 0);
+    Ok(config)
 }
 
 fn parse_listen(s: &str) -> anyhow::Result<SocketAddr> {

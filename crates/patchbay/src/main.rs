@@ -292,6 +292,10 @@ async fn serve(config: config::ServeConfig) -> anyhow::Result<()> {
             demo.operator_password.expose_secret(),
         );
     }
+    let workers = match config.workers {
+        Some(w) => Some(patchbay_service::worker::Workers::start(services.clone(), w).await?),
+        None => None,
+    };
     let addr = listener.local_addr()?;
     tracing::info!(%addr, startup_ms = started.elapsed().as_millis(), "listening on http://{addr}");
     let panel = patchbay_panel::router(
@@ -303,6 +307,14 @@ async fn serve(config: config::ServeConfig) -> anyhow::Result<()> {
     let app =
         patchbay_server::router(patchbay_server::AppState::new(services.clone())).merge(panel);
     patchbay_server::serve(listener, app, shutdown_signal()).await?;
+    if let Some(workers) = workers {
+        let report = workers.shutdown(config.shutdown_grace).await;
+        tracing::info!(
+            finished = report.finished,
+            released = report.released,
+            "background jobs stopped"
+        );
+    }
     services.flush_logs().await?;
     store.close().await;
     tracing::info!("stopped");

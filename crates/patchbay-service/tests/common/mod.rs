@@ -175,3 +175,75 @@ macro_rules! on_both {
         }
     };
 }
+
+/// Like [`Harness`], on the system clock: for the workers, whose leases,
+/// retries and schedules follow real time.
+pub struct Live {
+    pub services: Services,
+    pub store: Arc<dyn Store>,
+    pub admin: Caller,
+    pub a: Caller,
+    pub b: Caller,
+    pub config: DatabaseConfig,
+    pub dir: tempfile::TempDir,
+}
+
+pub async fn live(backend: Backend) -> Option<Live> {
+    let dir = tempfile::tempdir().unwrap();
+    let config = match backend {
+        Backend::Sqlite => DatabaseConfig::from_settings(dir.path(), None).unwrap(),
+        Backend::Postgres => DatabaseConfig::Postgres {
+            url: patchbay_testkit::postgres()?.fresh_database(),
+        },
+    };
+    let store = patchbay_store::connect(&config).await.unwrap();
+    let keys = KeyManager::open(
+        KeySource::File(dir.path().join("master.key")),
+        &*store,
+        Timestamp::now(),
+    )
+    .await
+    .unwrap();
+    let services = Services::new(
+        store.clone(),
+        patchbay_connectors::builtin_registry().unwrap(),
+        keys,
+        Arc::new(patchbay_service::SystemClock),
+    );
+    let bootstrap = services.bootstrap_admin_token().await.unwrap().unwrap();
+    let admin = services
+        .authenticate(bootstrap.expose_secret())
+        .await
+        .unwrap();
+    let a = tenant_caller(&services, &admin, "acme").await;
+    let b = tenant_caller(&services, &admin, "globex").await;
+    Some(Live {
+        services,
+        store,
+        admin,
+        a,
+        b,
+        config,
+        dir,
+    })
+}
+
+/// Runs each named async test on SQLite and on PostgreSQL, on the system clock.
+#[macro_export]
+macro_rules! live_on_both {
+    ($($name:ident),* $(,)?) => {
+        mod live_sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$name(super::common::live(super::common::Backend::Sqlite).await.unwrap()).await;
+            })*
+        }
+        mod live_postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let Some(h) = super::common::live(super::common::Backend::Postgres).await else { return };
+                super::$name(h).await;
+            })*
+        }
+    };
+}
