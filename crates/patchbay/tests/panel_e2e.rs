@@ -3,7 +3,8 @@
 //! marketplace, configure the MedusaJS bundle, enable it, inspect and
 //! override a member, try Stripe without credentials, pick a deprecated API
 //! version, filter the logs, watch the live tail, sign out), then tenant
-//! isolation, CSRF refusals and the platform admin's views.
+//! isolation, CSRF refusals, the platform admin's views, and a health check
+//! run from the Health tab with the tenant's jobs.
 //!
 //! Every page visited is saved as a screenshot under
 //! `<target>/test-artifacts/panel/` for a reviewer to look at.
@@ -526,6 +527,43 @@ fn an_operator_walks_the_panel_in_a_real_browser() {
     b.set_window_size(390, 844);
     b.goto(&site.url("/backend/integrations/gateway_stripe"));
     shot(&b, "23-mobile-detail");
+    sign_out(&b);
+
+    // --- The Health tab: "Run check now". With workers in the server the
+    // result comes back within the wait; without, the page says it is queued.
+    b.set_window_size(1280, 900);
+    sign_in(&b, &site, "ops@acme.example");
+    wait_path(&b, "/backend/integrations");
+    b.goto(&site.url("/backend/integrations/sync_medusa_products?tab=health"));
+    b.find("[data-health-tab]");
+    b.find("button[data-run-health]").click();
+    let notice = patchbay_testkit::wait_for("the health-check notice", WAIT, || {
+        path(&b).split("notice=").nth(1).map(str::to_owned)
+    });
+    if notice == "health_pending" {
+        assert!(
+            b.find("[data-notice=health_pending]")
+                .text()
+                .contains("refresh to see the result")
+        );
+    } else {
+        let shown = b.find("[data-health]").attr("data-health").unwrap();
+        assert_eq!(
+            notice,
+            format!("health_{shown}"),
+            "the notice tells the result"
+        );
+        b.find("tr[data-check=provider]");
+    }
+    shot(&b, "24-health-run-now");
+    // --- The tenant's jobs list the check just requested.
+    b.goto(&site.url("/backend/jobs"));
+    let rows = b.find_all("table.jobs tr[data-job]");
+    assert!(
+        rows.iter().any(|r| r.text().contains("health.check")),
+        "the health check is listed"
+    );
+    shot(&b, "25-jobs");
     sign_out(&b);
 
     drop(b);

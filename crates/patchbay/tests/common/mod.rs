@@ -27,6 +27,11 @@ pub fn patchbay(args: &[&str], cwd: &Path) -> Command {
         "PATCHBAY_LOG",
         "PATCHBAY_LOG_FORMAT",
         "PATCHBAY_NO_BOOTSTRAP_TOKEN",
+        "PATCHBAY_NO_WORKERS",
+        "PATCHBAY_WORKER_CONCURRENCY",
+        "PATCHBAY_JOB_LEASE_SECS",
+        "PATCHBAY_SHUTDOWN_GRACE_SECS",
+        "PATCHBAY_WORKER_ID",
     ] {
         c.env_remove(var);
     }
