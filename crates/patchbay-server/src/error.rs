@@ -75,6 +75,24 @@ pub const CODES: &[(&str, u16, &str, &str)] = &[
         "Not every member of the bundle can change; `errors` lists every reason per member.",
     ),
     (
+        "job_not_dead",
+        409,
+        "Job not dead",
+        "Only a dead job can be retried; this one is queued, running, succeeded or cancelled.",
+    ),
+    (
+        "job_duplicate",
+        409,
+        "Duplicate job",
+        "Retrying would duplicate a job with the same unique key that is queued or running.",
+    ),
+    (
+        "job_not_queued",
+        409,
+        "Job not queued",
+        "Only a queued job can be cancelled; this one is running or has finished.",
+    ),
+    (
         "payload_too_large",
         413,
         "Payload too large",

@@ -3,10 +3,12 @@
 //! so a handler cannot forget it.
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use patchbay_core::{Bundle, CatalogQuery, Category, Entry, Integration, Registry};
+use patchbay_service::health::{HealthRequest, HealthResult};
 use patchbay_service::integrations::{BundleStateIn, StateIn};
+use patchbay_service::jobs::{JobOut, JobQueryIn, ScheduleIn};
 use patchbay_service::logs::{LogQueryIn, SettingsInOut};
 use patchbay_service::tenants::{TenantIn, TokenIn, TokenOut};
 use patchbay_service::{Access, Feature};
@@ -355,6 +357,41 @@ pub async fn logs(
     ok(&state.services().query_logs(&caller, None, q).await?)
 }
 
+/// A health check that finished within the wait.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct HealthDoneOut {
+    result: HealthResult,
+    /// The `health.check` job that ran it.
+    job: JobOut,
+}
+
+/// A health check still queued or running: poll the job (`Location`).
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct HealthPendingOut {
+    job: JobOut,
+}
+
+pub async fn health_check(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    match state
+        .services()
+        .request_health_check(&caller, &id, state.health_wait())
+        .await?
+    {
+        HealthRequest::Done { result, job } => ok(&HealthDoneOut { result, job }),
+        HealthRequest::Pending { job } => {
+            let location = HeaderValue::from_str(&format!("/api/jobs/{}", job.id))
+                .map_err(|e| ApiError::internal(&e))?;
+            let mut resp = json(StatusCode::ACCEPTED, &HealthPendingOut { job })?;
+            resp.headers_mut().insert(header::LOCATION, location);
+            Ok(resp)
+        }
+    }
+}
+
 pub async fn bundle(
     State(state): State<AppState>,
     Authed(caller): Authed,
@@ -415,6 +452,65 @@ pub async fn put_settings(
     Json(input): Json<SettingsInOut>,
 ) -> ApiResult<Response> {
     ok(&state.services().put_settings(&caller, input).await?)
+}
+
+// ---- background jobs ----
+
+/// A job id from the path. Ids are numbers, so anything else names no job.
+fn job_id(id: &str) -> ApiResult<i64> {
+    id.parse()
+        .map_err(|_| ApiError::not_found("no such job: job ids are numbers"))
+}
+
+pub async fn list_jobs(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Query(q): Query<JobQueryIn>,
+) -> ApiResult<Response> {
+    ok(&state.services().list_jobs(&caller, q).await?)
+}
+
+pub async fn job(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    ok(&state.services().get_job(&caller, job_id(&id)?).await?)
+}
+
+pub async fn retry_job(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    ok(&state.services().retry_job(&caller, job_id(&id)?).await?)
+}
+
+pub async fn cancel_job(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    ok(&state.services().cancel_job(&caller, job_id(&id)?).await?)
+}
+
+pub async fn list_schedules(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+) -> ApiResult<Response> {
+    ok(&state.services().list_schedules(&caller).await?)
+}
+
+pub async fn update_schedule(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path(name): Path<String>,
+    Json(input): Json<ScheduleIn>,
+) -> ApiResult<Response> {
+    ok(&state
+        .services()
+        .update_schedule(&caller, &name, input)
+        .await?)
 }
 
 // ---- platform administration ----

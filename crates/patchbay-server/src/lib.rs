@@ -19,7 +19,7 @@ pub mod routes;
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
@@ -32,23 +32,43 @@ use crate::error::ApiError;
 /// The largest request body accepted.
 pub const BODY_LIMIT: usize = 64 * 1024;
 
+/// How long `POST /api/integrations/{id}/health` waits for the check by
+/// default before answering 202 with the job to poll.
+pub const DEFAULT_HEALTH_WAIT: Duration = Duration::from_secs(3);
+
 /// What every handler can reach. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct AppState {
     services: Services,
     openapi: Arc<OnceLock<String>>,
+    health_wait: Duration,
 }
 
 impl AppState {
+    /// The state with default settings (see [`DEFAULT_HEALTH_WAIT`]).
     pub fn new(services: Services) -> AppState {
         AppState {
             services,
             openapi: Arc::new(OnceLock::new()),
+            health_wait: DEFAULT_HEALTH_WAIT,
         }
+    }
+
+    /// Sets how long a health-check request waits for its result before
+    /// answering 202 Accepted (zero: never wait).
+    #[must_use]
+    pub fn with_health_wait(mut self, wait: Duration) -> AppState {
+        self.health_wait = wait;
+        self
     }
 
     pub fn services(&self) -> &Services {
         &self.services
+    }
+
+    /// How long a health-check request waits for its result.
+    pub fn health_wait(&self) -> Duration {
+        self.health_wait
     }
 
     /// The OpenAPI document, generated on first request.

@@ -9,6 +9,7 @@ use patchbay_service::integrations::{
     BundleDetail, BundleOutcome, BundleStateIn, IntegrationDetail, IntegrationList, PrincipalOut,
     StateIn, StateOutcome,
 };
+use patchbay_service::jobs::{JobOut, JobPageOut, JobQueryIn, ScheduleIn, ScheduleOut};
 use patchbay_service::logs::{LogPageOut, LogQueryIn, SettingsInOut};
 use patchbay_service::tenants::{OrganizationOut, TenantIn, TenantOut, TokenIn, TokenOut};
 use schemars::{JsonSchema, Schema, SchemaGenerator};
@@ -26,6 +27,19 @@ pub enum Auth {
     Token,
     /// A token carrying this feature.
     Feature(Feature),
+    /// A tenant token carrying this feature, for its own tenant's objects,
+    /// or a platform token carrying `platform.admin`, for every tenant's.
+    FeatureOrAdmin(Feature),
+}
+
+/// A second success response of a route (besides [`Route::status`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Alternative {
+    pub status: u16,
+    pub description: &'static str,
+    pub response: SchemaFn,
+    /// What the `Location` header points at, when the response has one.
+    pub location: Option<&'static str>,
 }
 
 type SchemaFn = fn(&mut SchemaGenerator) -> Schema;
@@ -45,6 +59,8 @@ pub struct Route {
     /// `None` for 204 No Content.
     pub response: Option<SchemaFn>,
     pub status: u16,
+    /// Another success response, such as 202 Accepted for work still running.
+    pub alternative: Option<Alternative>,
     handler: fn() -> MethodRouter<AppState>,
 }
 
@@ -60,9 +76,14 @@ const VIEW: Auth = Auth::Feature(Feature::IntegrationsView);
 const MANAGE: Auth = Auth::Feature(Feature::IntegrationsManage);
 const CREDENTIALS: Auth = Auth::Feature(Feature::IntegrationsCredentials);
 const ADMIN: Auth = Auth::Feature(Feature::PlatformAdmin);
+const VIEW_OR_ADMIN: Auth = Auth::FeatureOrAdmin(Feature::IntegrationsView);
+const MANAGE_OR_ADMIN: Auth = Auth::FeatureOrAdmin(Feature::IntegrationsManage);
 
 macro_rules! route {
     ($method:ident $path:literal, $id:literal, $summary:literal, $tag:literal, $auth:expr, query: $q:expr, body: $b:expr, response: $r:expr, status: $st:literal, $handler:path) => {
+        route!($method $path, $id, $summary, $tag, $auth, query: $q, body: $b, response: $r, status: $st, alternative: None, $handler)
+    };
+    ($method:ident $path:literal, $id:literal, $summary:literal, $tag:literal, $auth:expr, query: $q:expr, body: $b:expr, response: $r:expr, status: $st:literal, alternative: $alt:expr, $handler:path) => {
         Route {
             method: stringify!($method),
             path: $path,
@@ -74,6 +95,7 @@ macro_rules! route {
             body: $b,
             response: $r,
             status: $st,
+            alternative: $alt,
             handler: || $method($handler),
         }
     };
@@ -96,12 +118,19 @@ pub fn table() -> Vec<Route> {
         route!(put "/api/integrations/{id}/credentials", "putCredentials", "Save credentials (validated against the form, encrypted)", "credentials", CREDENTIALS, query: None, body: Some(s::<h::CredentialsIn>), response: Some(s::<patchbay_service::credentials::MaskedCredentials>), status: 200, h::put_credentials),
         route!(delete "/api/integrations/{id}/credentials", "deleteCredentials", "Hard-delete the credentials of an integration or bundle", "credentials", CREDENTIALS, query: None, body: None, response: None, status: 204, h::delete_credentials),
         route!(get "/api/integrations/{id}/logs", "getIntegrationLogs", "Operation-log entries of one integration, newest first", "logs", VIEW, query: Some(inline::<LogQueryIn>), body: None, response: Some(s::<LogPageOut>), status: 200, h::integration_logs),
+        route!(post "/api/integrations/{id}/health", "checkIntegrationHealth", "Run a health check now; answers with the result, or 202 with the job when it takes longer than a short wait", "integrations", MANAGE, query: None, body: None, response: Some(s::<h::HealthDoneOut>), status: 200, alternative: Some(Alternative { status: 202, description: "The check is queued or running; poll the job at `Location`", response: s::<h::HealthPendingOut>, location: Some("The job: `/api/jobs/{jobId}`") }), h::health_check),
         route!(get "/api/bundles/{id}", "getBundle", "A bundle with its members' states", "integrations", VIEW, query: None, body: None, response: Some(s::<BundleDetail>), status: 200, h::bundle),
         route!(put "/api/bundles/{id}/state", "setBundleState", "Enable all or disable all members of a bundle", "integrations", MANAGE, query: None, body: Some(s::<BundleStateIn>), response: Some(s::<BundleOutcome>), status: 200, h::set_bundle_state),
         route!(get "/api/logs", "listLogs", "Operation-log entries of the caller's scope, newest first", "logs", VIEW, query: Some(inline::<LogQueryIn>), body: None, response: Some(s::<LogPageOut>), status: 200, h::logs),
         route!(get "/api/events", "listEvents", "Lifecycle events after an outbox position", "events", VIEW, query: Some(inline::<h::EventsParams>), body: None, response: Some(s::<Vec<patchbay_service::events::EventOut>>), status: 200, h::events),
         route!(get "/api/settings", "getSettings", "The tenant's retention settings", "settings", VIEW, query: None, body: None, response: Some(s::<SettingsInOut>), status: 200, h::get_settings),
         route!(put "/api/settings", "putSettings", "Change the tenant's retention settings", "settings", MANAGE, query: None, body: Some(s::<SettingsInOut>), response: Some(s::<SettingsInOut>), status: 200, h::put_settings),
+        route!(get "/api/jobs", "listJobs", "Background jobs of the caller's tenant (platform admins: every job, or one tenant's), newest first", "jobs", VIEW_OR_ADMIN, query: Some(inline::<JobQueryIn>), body: None, response: Some(s::<JobPageOut>), status: 200, h::list_jobs),
+        route!(get "/api/jobs/{id}", "getJob", "One job with every attempt", "jobs", VIEW_OR_ADMIN, query: None, body: None, response: Some(s::<JobOut>), status: 200, h::job),
+        route!(post "/api/jobs/{id}/retry", "retryJob", "Queue a dead job again, with its kind's number of attempts", "jobs", MANAGE_OR_ADMIN, query: None, body: None, response: Some(s::<JobOut>), status: 200, h::retry_job),
+        route!(post "/api/jobs/{id}/cancel", "cancelJob", "Cancel a queued job", "jobs", MANAGE_OR_ADMIN, query: None, body: None, response: Some(s::<JobOut>), status: 200, h::cancel_job),
+        route!(get "/api/schedules", "listSchedules", "The recurring jobs", "jobs", ADMIN, query: None, body: None, response: Some(s::<Vec<ScheduleOut>>), status: 200, h::list_schedules),
+        route!(put "/api/schedules/{name}", "updateSchedule", "Change a recurring job's schedule, or turn it on or off", "jobs", ADMIN, query: None, body: Some(s::<ScheduleIn>), response: Some(s::<ScheduleOut>), status: 200, h::update_schedule),
         route!(get "/api/tenants", "listTenants", "Every tenant with its organizations", "admin", ADMIN, query: None, body: None, response: Some(s::<Vec<TenantOut>>), status: 200, h::list_tenants),
         route!(post "/api/tenants", "createTenant", "Create a tenant (with its `main` organization)", "admin", ADMIN, query: None, body: Some(s::<TenantIn>), response: Some(s::<TenantOut>), status: 201, h::create_tenant),
         route!(get "/api/tenants/{id}", "getTenant", "One tenant", "admin", ADMIN, query: None, body: None, response: Some(s::<TenantOut>), status: 200, h::tenant),
@@ -171,6 +200,13 @@ pub fn openapi() -> Value {
             None => json!({ "description": "Done; no content" }),
         };
         responses.insert(r.status.to_string(), success);
+        if let Some(alt) = r.alternative {
+            let mut other = json!({ "description": alt.description, "content": { "application/json": { "schema": (alt.response)(&mut g) } } });
+            if let Some(location) = alt.location {
+                other["headers"] = json!({ "Location": { "description": location, "schema": { "type": "string" } } });
+            }
+            responses.insert(alt.status.to_string(), other);
+        }
         responses.insert(
             "default".into(),
             json!({ "$ref": "#/components/responses/Problem" }),
@@ -183,6 +219,13 @@ pub fn openapi() -> Value {
             Auth::Token => {}
             Auth::Feature(f) => {
                 op.insert("x-patchbay-feature".into(), json!(f.as_str()));
+            }
+            Auth::FeatureOrAdmin(f) => {
+                op.insert("x-patchbay-feature".into(), json!(f.as_str()));
+                op.insert(
+                    "x-patchbay-platform-feature".into(),
+                    json!(Feature::PlatformAdmin.as_str()),
+                );
             }
         }
         let entry = paths.entry(r.path.to_owned()).or_insert_with(|| json!({}));

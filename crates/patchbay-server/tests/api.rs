@@ -5,7 +5,9 @@
 mod common;
 
 use common::{ALL, Db, TestServer, assert_problem, stripe};
+use patchbay_core::Scope;
 use patchbay_server::routes::{self, Auth};
+use patchbay_service::jobs::{JobKind, JobSpec};
 use serde_json::{Value, json};
 
 fn server() -> TestServer {
@@ -14,7 +16,10 @@ fn server() -> TestServer {
 
 /// A concrete path for a route, with ids that exist.
 fn concrete(path: &str, tenant: &str, token_id: &str) -> String {
-    let id = if path.starts_with("/api/bundles") {
+    let path = path.replace("{name}", "jobs.prune");
+    let id = if path.starts_with("/api/jobs") {
+        "1"
+    } else if path.starts_with("/api/bundles") {
         "sync_medusa"
     } else if path.starts_with("/api/tenants") {
         tenant
@@ -33,6 +38,7 @@ fn body(operation: &str, n: usize, tenant: &str) -> Option<Value> {
         "putCredentials" => stripe("sk_matrix"),
         "setBundleState" => json!({ "enabled": false }),
         "putSettings" => json!({ "logRetentionDays": 30, "errorLogRetentionDays": 90 }),
+        "updateSchedule" => json!({ "enabled": true }),
         "createTenant" => json!({ "slug": format!("t-{n}"), "name": "T" }),
         "createOrganization" => json!({ "slug": format!("o-{n}"), "name": "O" }),
         "createToken" => {
@@ -93,7 +99,7 @@ fn the_openapi_document_describes_every_route_and_only_those() {
                     .contains_key(&route.status.to_string()),
                 "{method} {path}"
             );
-            if let Auth::Feature(f) = route.auth {
+            if let Auth::Feature(f) | Auth::FeatureOrAdmin(f) = route.auth {
                 assert_eq!(op["x-patchbay-feature"], f.as_str());
             }
         }
@@ -188,6 +194,27 @@ fn every_route_checks_the_token_and_its_features() {
                 // A platform token has no tenant scope for tenant routes.
                 assert_problem(&call(Some(&s.admin)), 403, "forbidden");
             }
+            Auth::FeatureOrAdmin(f) => {
+                assert_problem(&call(None), 401, "unauthenticated");
+                let without = call(Some(&all_but(f.as_str())));
+                assert_problem(&without, 403, "forbidden");
+                assert!(
+                    without.json["detail"]
+                        .as_str()
+                        .unwrap()
+                        .contains(f.as_str())
+                );
+                // (A manage-only token: `a_manage_only_token_cancels_and_retries_jobs`.)
+                let reader = s.token(&tenant, &[f.as_str()]);
+                for token in [reader, s.admin.clone()] {
+                    let with = call(Some(&token));
+                    assert!(
+                        with.status != 401 && with.status != 403,
+                        "{method} {path}: {}",
+                        with.raw.text()
+                    );
+                }
+            }
         }
     }
     let revoked = s.call(
@@ -242,20 +269,40 @@ fn no_route_shows_one_tenant_anything_of_another() {
         .as_str()
         .unwrap()
         .to_owned();
-    let b_token_id = s.get("/api/me", &b).json["tokenId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let secrets = ["BRAVO_CANARY", &b_id, &b_key, &b_principal, &b_token_id];
+    let b_me = s.get("/api/me", &b).json;
+    let b_token_id = b_me["tokenId"].as_str().unwrap().to_owned();
+    let b_job = s
+        .runtime
+        .block_on(s.services.enqueue(vec![JobSpec::new(
+            JobKind::Noop,
+            Some(Scope::new(
+                b_id.as_str(),
+                b_me["organizationId"].as_str().unwrap(),
+            )),
+            json!({ "note": "BRAVO_JOB_CANARY" }),
+        )]))
+        .unwrap()[0]
+        .id()
+        .to_string();
+    let secrets = [
+        "BRAVO_CANARY",
+        &b_id,
+        &b_key,
+        &b_principal,
+        &b_token_id,
+        "BRAVO_JOB_CANARY",
+    ];
 
     let mut seen = String::new();
     for (n, route) in routes::table().iter().enumerate() {
         let method = route.method.to_ascii_uppercase();
         // B's ids wherever a route takes one.
-        let path = route.path.replace(
+        let path = route.path.replace("{name}", "jobs.prune").replace(
             "{id}",
             if route.path.starts_with("/api/tenants") {
                 &b_id
+            } else if route.path.starts_with("/api/jobs") {
+                &b_job
             } else if route.path.starts_with("/api/tokens") {
                 &b_token_id
             } else if route.path.starts_with("/api/bundles") {
@@ -280,8 +327,12 @@ fn no_route_shows_one_tenant_anything_of_another() {
             || route.path.starts_with("/api/tokens")
             || route.path.starts_with("/api/users")
             || route.path == "/api/audit"
+            || route.path.starts_with("/api/schedules")
         {
             assert_problem(&r, 403, "forbidden");
+        }
+        if route.path.starts_with("/api/jobs/") {
+            assert_problem(&r, 404, "not_found");
         }
         seen.push_str(&r.raw.text());
     }

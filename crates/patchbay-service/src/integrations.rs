@@ -508,16 +508,24 @@ impl Services {
             .get_principal(scope, id)
             .await?
             .map(principal_out);
+        let credentials = self
+            .credential_summary(scope, id, i.bundle_id.as_deref())
+            .await?;
+        let mut state = state_out(&reg, id, state.as_ref());
+        // Drift: a healthy result older than the credentials reads as degraded.
+        if let Some(drifted) = state.last_health.as_ref().and_then(|h| {
+            crate::health::effective_health(Some(&h.to_string()), credentials.updated_at)
+        }) {
+            state.last_health = serde_json::to_value(drifted).ok();
+        }
         Ok(IntegrationDetail {
             integration: i.clone(),
             bundle: reg.bundle_of(id).map(|b| BundleRef {
                 id: b.id.clone(),
                 title: b.title.clone(),
             }),
-            state: state_out(&reg, id, state.as_ref()),
-            credentials: self
-                .credential_summary(scope, id, i.bundle_id.as_deref())
-                .await?,
+            state,
+            credentials,
             principal,
         })
     }

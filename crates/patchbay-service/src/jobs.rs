@@ -368,13 +368,31 @@ impl Services {
             limit,
         };
         let page = self.store().list_jobs(&query).await?;
-        let counts = self
-            .store()
-            .count_jobs(scope)
-            .await?
-            .into_iter()
-            .map(|(s, n)| (s.as_str().to_owned(), n))
-            .collect();
+        let counts = if query.tenant.is_some() {
+            // A platform admin's tenant filter: count within it, per status.
+            let mut counts = std::collections::BTreeMap::new();
+            for status in JobStatus::ALL {
+                let per = JobQuery {
+                    scope: None,
+                    tenant: query.tenant.clone(),
+                    status: Some(status),
+                    limit: 1,
+                    ..JobQuery::default()
+                };
+                let n = self.store().list_jobs(&per).await?.total;
+                if n > 0 {
+                    counts.insert(status.as_str().to_owned(), n);
+                }
+            }
+            counts
+        } else {
+            self.store()
+                .count_jobs(scope)
+                .await?
+                .into_iter()
+                .map(|(s, n)| (s.as_str().to_owned(), n))
+                .collect()
+        };
         let next_cursor = (page.items.len() == limit as usize)
             .then(|| page.items.last().map(|j| j.id))
             .flatten();
@@ -389,6 +407,10 @@ impl Services {
     /// One job with every attempt.
     pub async fn get_job(&self, caller: &Caller, id: i64) -> Result<JobOut> {
         let scope = Self::job_scope(caller, Feature::IntegrationsView)?;
+        self.job_with_history(scope, id).await
+    }
+
+    async fn job_with_history(&self, scope: Option<&Scope>, id: i64) -> Result<JobOut> {
         let job = self
             .store()
             .get_job(scope, id)
@@ -449,7 +471,7 @@ impl Services {
                     now,
                 )])
                 .await?;
-            self.get_job(caller, id).await
+            self.job_with_history(scope, id).await
         })
         .await
     }
@@ -487,7 +509,7 @@ impl Services {
                     now,
                 )])
                 .await?;
-            self.get_job(caller, id).await
+            self.job_with_history(scope, id).await
         })
         .await
     }

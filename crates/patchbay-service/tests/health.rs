@@ -209,6 +209,25 @@ async fn changed_credentials_read_as_drift(h: Harness) {
     let drifted = effective_health(Some(&stored), masked.updated_at).unwrap();
     assert_eq!(drifted.status, HealthStatus::Degraded);
     assert!(drifted.checks.iter().any(|c| c.name == "drift"));
+    // The detail shows it so.
+    let detail = h
+        .services
+        .integration_detail(&h.a, "storage_local")
+        .await
+        .unwrap();
+    let shown = detail.state.last_health.unwrap();
+    assert_eq!(shown["status"], "degraded");
+    assert_eq!(
+        shown["message"],
+        "credentials changed since the last good check; run a check"
+    );
+    // A new check (the provider re-verifies them) is healthy again.
+    let again = h
+        .services
+        .run_health_check(&scope(&h), "storage_local")
+        .await
+        .unwrap();
+    assert_eq!(again.status, HealthStatus::Healthy);
 }
 
 on_both!(

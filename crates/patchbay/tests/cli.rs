@@ -155,6 +155,38 @@ fn an_invalid_listen_address_is_one_line() {
 }
 
 #[test]
+fn invalid_worker_settings_are_one_line_and_create_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    for (args, expected) in [
+        (
+            vec!["--worker-concurrency", "default=4,bulk=2"],
+            "invalid --worker-concurrency `bulk=2`: expected queue=n with a queue among default, health, maintenance",
+        ),
+        (
+            vec!["--worker-concurrency", "default=lots"],
+            "invalid --worker-concurrency `default=lots`",
+        ),
+        (
+            vec!["--job-lease-secs", "0"],
+            "invalid --job-lease-secs 0: expected 1 to 3600",
+        ),
+        (vec!["--worker-id", "has space"], "invalid --worker-id"),
+        (
+            vec!["--shutdown-grace-secs", "7200"],
+            "invalid --shutdown-grace-secs 7200",
+        ),
+    ] {
+        let mut all = vec!["serve", "--data-dir", "data"];
+        all.extend(args);
+        let out = run(patchbay(&all, dir.path()));
+        assert_eq!(out.status.code(), Some(2), "{all:?}");
+        let line = error_line(&out);
+        assert!(line.contains(expected), "{line}");
+    }
+    assert!(!dir.path().join("data").exists());
+}
+
+#[test]
 fn a_port_in_use_is_one_line_and_touches_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

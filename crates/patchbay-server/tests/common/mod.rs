@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use patchbay_service::{KeyManager, KeySource, Services, SystemClock};
 use patchbay_store::{DatabaseConfig, Store};
@@ -36,7 +37,14 @@ pub struct Resp {
 }
 
 impl TestServer {
+    /// A server whose health-check requests do not wait: no workers run
+    /// unless a test starts them, so waiting could only time out.
     pub fn start(db: Db) -> Option<TestServer> {
+        TestServer::start_with(db, Duration::ZERO)
+    }
+
+    /// A server whose health-check requests wait up to `health_wait`.
+    pub fn start_with(db: Db, health_wait: Duration) -> Option<TestServer> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -74,7 +82,7 @@ impl TestServer {
                 .to_owned();
             (store, services, admin)
         });
-        let state = patchbay_server::AppState::new(services.clone());
+        let state = patchbay_server::AppState::new(services.clone()).with_health_wait(health_wait);
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .unwrap();
