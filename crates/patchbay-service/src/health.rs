@@ -101,7 +101,8 @@ pub struct HealthResult {
 pub enum HealthRequest {
     /// The check finished within the wait.
     Done { result: HealthResult, job: JobOut },
-    /// Still queued or running: poll the job.
+    /// Not succeeded within the wait: still queued or running (or, rarely,
+    /// failed without a result — the job's status and `lastError` say). Poll the job.
     Pending { job: JobOut },
 }
 
@@ -255,7 +256,12 @@ impl Services {
 
         // The provider's own health operation.
         let mut probed = false;
-        match &integration.health_check {
+        // A bundle member without its own operation uses its bundle's.
+        let operation = integration
+            .health_check
+            .as_ref()
+            .or_else(|| reg.bundle_of(id).and_then(|b| b.health_check.as_ref()));
+        match operation {
             None => checks.push(check(
                 "provider",
                 CheckStatus::Skip,
@@ -408,8 +414,9 @@ impl Services {
             }
         }
         let level = match result.status {
-            HealthStatus::Healthy => LogLevel::Info,
-            HealthStatus::Degraded | HealthStatus::Unknown => LogLevel::Warning,
+            // Unknown is not a problem of the connection: nothing could be asked.
+            HealthStatus::Healthy | HealthStatus::Unknown => LogLevel::Info,
+            HealthStatus::Degraded => LogLevel::Warning,
             HealthStatus::Unhealthy => LogLevel::Error,
         };
         self.logger(scope, id, None)

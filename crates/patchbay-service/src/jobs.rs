@@ -368,31 +368,14 @@ impl Services {
             limit,
         };
         let page = self.store().list_jobs(&query).await?;
-        let counts = if query.tenant.is_some() {
-            // A platform admin's tenant filter: count within it, per status.
-            let mut counts = std::collections::BTreeMap::new();
-            for status in JobStatus::ALL {
-                let per = JobQuery {
-                    scope: None,
-                    tenant: query.tenant.clone(),
-                    status: Some(status),
-                    limit: 1,
-                    ..JobQuery::default()
-                };
-                let n = self.store().list_jobs(&per).await?.total;
-                if n > 0 {
-                    counts.insert(status.as_str().to_owned(), n);
-                }
-            }
-            counts
-        } else {
-            self.store()
-                .count_jobs(scope)
-                .await?
-                .into_iter()
-                .map(|(s, n)| (s.as_str().to_owned(), n))
-                .collect()
-        };
+        let counts = match &query.tenant {
+            // A platform admin's tenant filter: count within it.
+            Some(tenant) => self.store().count_tenant_jobs(tenant.as_ref()).await?,
+            None => self.store().count_jobs(scope).await?,
+        }
+        .into_iter()
+        .map(|(s, n)| (s.as_str().to_owned(), n))
+        .collect();
         let next_cursor = (page.items.len() == limit as usize)
             .then(|| page.items.last().map(|j| j.id))
             .flatten();

@@ -307,6 +307,9 @@ pub trait JobStore: Send + Sync {
     async fn list_jobs(&self, query: &JobQuery) -> Result<JobPage>;
     /// How many jobs of each status, within `scope` when given.
     async fn count_jobs(&self, scope: Option<&Scope>) -> Result<Vec<(JobStatus, u64)>>;
+    /// How many jobs of each status one tenant has (every organization),
+    /// or, with `None`, the platform (jobs of no tenant).
+    async fn count_tenant_jobs(&self, tenant: Option<&TenantId>) -> Result<Vec<(JobStatus, u64)>>;
     async fn list_attempts(&self, job_id: i64) -> Result<Vec<AttemptRecord>>;
 
     /// Queues a dead job again with `extra_attempts` more attempts. Returns
@@ -402,6 +405,10 @@ pub(crate) mod sql {
 
     pub(crate) const COUNT_BY_STATUS: &str =
         "SELECT status, COUNT(*) AS n FROM jobs GROUP BY status";
+    pub(crate) const COUNT_BY_STATUS_OF_TENANT: &str =
+        "SELECT status, COUNT(*) AS n FROM jobs WHERE tenant_id = $1 GROUP BY status";
+    pub(crate) const COUNT_BY_STATUS_OF_PLATFORM: &str =
+        "SELECT status, COUNT(*) AS n FROM jobs WHERE tenant_id IS NULL GROUP BY status";
     pub(crate) const COUNT_BY_STATUS_IN_SCOPE: &str = "SELECT status, COUNT(*) AS n FROM jobs WHERE tenant_id = $1 AND organization_id = $2 GROUP BY status";
 
     pub(crate) const ENSURE_SCHEDULE: &str = "INSERT INTO job_schedules (name, schedule, queue, kind, payload, enabled, next_run_at, last_run_at, last_job_id, updated_at)

@@ -2024,6 +2024,14 @@ async fn jobs_are_listed_counted_and_pruned(f: Fixture) {
         .await
         .unwrap();
     assert_eq!(of_b.total, 1);
+    assert_eq!(
+        s.count_tenant_jobs(Some(&b.tenant_id)).await.unwrap(),
+        [(JobStatus::Queued, 1)]
+    );
+    assert_eq!(
+        s.count_tenant_jobs(None).await.unwrap(),
+        [(JobStatus::Queued, 1)]
+    );
     // Finish some: two succeed (one long ago), one dies.
     let claimed = s.claim_jobs("q", "w", t(1), t(100), 3).await.unwrap();
     let fin = |j: &JobRecord, outcome| Finish {

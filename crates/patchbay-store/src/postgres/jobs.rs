@@ -50,6 +50,18 @@ fn job(r: &PgRow) -> Result<JobRecord> {
     })
 }
 
+fn status_counts(rows: &[PgRow]) -> Result<Vec<(JobStatus, u64)>> {
+    let mut out = Vec::new();
+    for r in rows {
+        let s: String = r.try_get("status")?;
+        let n: i64 = r.try_get("n")?;
+        if let Some(s) = JobStatus::parse(&s) {
+            out.push((s, u64::try_from(n).unwrap_or(0)));
+        }
+    }
+    Ok(out)
+}
+
 fn attempt(r: &PgRow) -> Result<AttemptRecord> {
     let outcome: Option<String> = r.try_get("outcome")?;
     Ok(AttemptRecord {
@@ -509,6 +521,26 @@ impl JobStore for PgStore {
         })
     }
 
+    async fn count_tenant_jobs(
+        &self,
+        tenant: Option<&patchbay_core::TenantId>,
+    ) -> Result<Vec<(JobStatus, u64)>> {
+        let rows = match tenant {
+            Some(t) => {
+                sqlx::query(sql::COUNT_BY_STATUS_OF_TENANT)
+                    .bind(t.as_str())
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            None => {
+                sqlx::query(sql::COUNT_BY_STATUS_OF_PLATFORM)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        status_counts(&rows)
+    }
+
     async fn count_jobs(&self, scope: Option<&Scope>) -> Result<Vec<(JobStatus, u64)>> {
         let rows = match scope {
             Some(s) => {
@@ -524,15 +556,7 @@ impl JobStore for PgStore {
                     .await?
             }
         };
-        let mut out = Vec::new();
-        for r in &rows {
-            let s: String = r.try_get("status")?;
-            let n: i64 = r.try_get("n")?;
-            if let Some(s) = JobStatus::parse(&s) {
-                out.push((s, u64::try_from(n).unwrap_or(0)));
-            }
-        }
-        Ok(out)
+        status_counts(&rows)
     }
 
     async fn list_attempts(&self, job_id: i64) -> Result<Vec<AttemptRecord>> {

@@ -432,6 +432,26 @@ impl JobStore for SqliteStore {
             .collect())
     }
 
+    async fn count_tenant_jobs(
+        &self,
+        tenant: Option<&patchbay_core::TenantId>,
+    ) -> Result<Vec<(JobStatus, u64)>> {
+        let rows: Vec<(String, i64)> = self.read(|c| match tenant {
+            Some(t) => c
+                .prepare_cached(&lite(sql::COUNT_BY_STATUS_OF_TENANT))?
+                .query_map(params![t.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect(),
+            None => c
+                .prepare_cached(sql::COUNT_BY_STATUS_OF_PLATFORM)?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect(),
+        })?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(s, n)| Some((JobStatus::parse(&s)?, u64::try_from(n).unwrap_or(0))))
+            .collect())
+    }
+
     async fn list_attempts(&self, job_id: i64) -> Result<Vec<AttemptRecord>> {
         self.read(|c| {
             c.prepare_cached(&format!(
