@@ -87,13 +87,39 @@ pub fn router(services: Services, options: PanelOptions) -> Router {
             post(pages::integration::set_state),
         )
         .route(
+            "/backend/integrations/{id}/health",
+            post(pages::integration::run_health),
+        )
+        .route(
             "/backend/integrations/{id}/logs/stream",
             get(pages::logs::stream),
         )
         .route("/backend/logs", get(pages::logs::page))
+        .route("/backend/jobs", get(pages::jobs::page))
+        .route("/backend/jobs/{id}", get(pages::jobs::job))
+        .route("/backend/jobs/{id}/retry", post(pages::jobs::retry))
+        .route("/backend/jobs/{id}/cancel", post(pages::jobs::cancel))
         .route("/backend/platform/tenants", get(pages::platform::tenants))
         .route("/backend/platform/failing", get(pages::platform::failing))
         .route("/backend/platform/audit", get(pages::platform::audit))
+        .route("/backend/platform/jobs", get(pages::jobs::platform_page))
+        .route(
+            "/backend/platform/jobs/{id}",
+            get(pages::jobs::platform_job),
+        )
+        .route(
+            "/backend/platform/jobs/{id}/retry",
+            post(pages::jobs::platform_retry),
+        )
+        .route(
+            "/backend/platform/jobs/{id}/cancel",
+            post(pages::jobs::platform_cancel),
+        )
+        .route("/backend/platform/schedules", get(pages::jobs::schedules))
+        .route(
+            "/backend/platform/schedules/{name}",
+            post(pages::jobs::save_schedule),
+        )
         .route("/backend/static/app.css", get(pages::css))
         .route("/backend/static/app.js", get(pages::js))
         .layer(middleware::from_fn(security_headers))

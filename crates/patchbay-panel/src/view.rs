@@ -16,9 +16,11 @@ use crate::session::Signed;
 pub(crate) enum Nav {
     Marketplace,
     Logs,
+    Jobs,
     Tenants,
     Failing,
     Audit,
+    PlatformJobs,
 }
 
 /// What the frame shows besides the page: who is signed in, and for
@@ -72,11 +74,13 @@ pub(crate) fn frame(chrome: &Chrome<'_>, title: &str, body: Markup) -> Markup {
                         @if s.scope.is_some() {
                             a href="/backend/integrations" aria-current=[current(Nav::Marketplace)] { (l.t("nav.marketplace")) }
                             a href="/backend/logs" aria-current=[current(Nav::Logs)] { (l.t("nav.logs")) }
+                            a href="/backend/jobs" aria-current=[current(Nav::Jobs)] { (l.t("nav.jobs")) }
                         }
                         @if admin {
                             a href="/backend/platform/tenants" aria-current=[current(Nav::Tenants)] { (l.t("nav.tenants")) }
                             a href="/backend/platform/failing" aria-current=[current(Nav::Failing)] { (l.t("nav.failing")) }
                             a href="/backend/platform/audit" aria-current=[current(Nav::Audit)] { (l.t("nav.audit")) }
+                            a href="/backend/platform/jobs" aria-current=[current(Nav::PlatformJobs)] { (l.t("nav.platform_jobs")) }
                         }
                     }
                     span class="spacer" {}
@@ -202,22 +206,61 @@ pub(crate) fn time(t: Timestamp) -> Markup {
     html! { time datetime=(full) { (shown) } }
 }
 
+/// How a notice reads: a plain confirmation, something to look at, or a refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tone {
+    Ok,
+    Info,
+    Warn,
+    Bad,
+}
+
 /// Renders a notice passed through a redirect (`?notice=…`), from a fixed list.
 pub(crate) fn notice(l: Lang, key: Option<&str>) -> Markup {
-    let text = match key {
-        Some("saved") => l.t("notice.saved"),
-        Some("removed") => l.t("notice.removed"),
-        Some("enabled") => l.t("notice.enabled"),
-        Some("disabled") => l.t("notice.disabled"),
-        Some("revoked") => l.t("notice.revoked"),
-        Some("draft") => l.t("notice.draft"),
-        Some("version") => l.t("notice.version"),
-        Some("bundle_enabled") => l.t("notice.bundle_enabled"),
-        Some("bundle_disabled") => l.t("notice.bundle_disabled"),
-        Some("switched") => l.t("notice.switched"),
+    let (text, tone) = match key {
+        Some("saved") => (l.t("notice.saved"), Tone::Ok),
+        Some("removed") => (l.t("notice.removed"), Tone::Ok),
+        Some("enabled") => (l.t("notice.enabled"), Tone::Ok),
+        Some("disabled") => (l.t("notice.disabled"), Tone::Ok),
+        Some("revoked") => (l.t("notice.revoked"), Tone::Ok),
+        Some("draft") => (l.t("notice.draft"), Tone::Ok),
+        Some("version") => (l.t("notice.version"), Tone::Ok),
+        Some("bundle_enabled") => (l.t("notice.bundle_enabled"), Tone::Ok),
+        Some("bundle_disabled") => (l.t("notice.bundle_disabled"), Tone::Ok),
+        Some("switched") => (l.t("notice.switched"), Tone::Ok),
+        Some("health_healthy") => (l.t("notice.health_healthy"), Tone::Ok),
+        Some("health_degraded") => (l.t("notice.health_degraded"), Tone::Warn),
+        Some("health_unknown") => (l.t("notice.health_unknown"), Tone::Warn),
+        Some("health_unhealthy") => (l.t("notice.health_unhealthy"), Tone::Bad),
+        Some("health_pending") => (l.t("notice.health_pending"), Tone::Info),
+        Some("health_failed") => (l.t("notice.health_failed"), Tone::Bad),
+        Some("job_retried") => (l.t("notice.job_retried"), Tone::Ok),
+        Some("job_cancelled") => (l.t("notice.job_cancelled"), Tone::Ok),
+        Some("job_retry_refused") => (l.t("notice.job_retry_refused"), Tone::Bad),
+        Some("job_cancel_refused") => (l.t("notice.job_cancel_refused"), Tone::Bad),
+        Some("schedule_saved") => (l.t("notice.schedule_saved"), Tone::Ok),
         _ => return html! {},
     };
-    html! { div class="alert alert-ok" role="status" { (text) } }
+    let (class, role) = match tone {
+        Tone::Ok => ("alert alert-ok", "status"),
+        Tone::Info => ("alert alert-info", "status"),
+        Tone::Warn => ("alert alert-warn", "status"),
+        Tone::Bad => ("alert alert-bad", "alert"),
+    };
+    html! { div class=(class) role=(role) data-notice=[key] { (text) } }
+}
+
+/// A job's status as a badge (the word, not only a colour).
+pub(crate) fn job_badge(l: Lang, status: &str) -> Markup {
+    let key = match status {
+        "queued" => "jobs.status_queued",
+        "running" => "jobs.status_running",
+        "succeeded" => "jobs.status_succeeded",
+        "dead" => "jobs.status_dead",
+        "cancelled" => "jobs.status_cancelled",
+        _ => return html! { span class="badge" data-job-status=(status) { (status) } },
+    };
+    html! { span class={ "badge badge-" (status) } data-job-status=(status) { (l.t(key)) } }
 }
 
 /// Why a panel request failed, rendered as a page (or a redirect to sign-in).

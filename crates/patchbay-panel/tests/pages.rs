@@ -1,14 +1,19 @@
 //! The panel over HTTP, without a browser: security headers and cookies,
 //! CSRF refusals, sign-in limits, tenant isolation, both languages, and
-//! markup that the Content-Security-Policy allows.
+//! markup that the Content-Security-Policy allows; the Health tab, the jobs
+//! pages with their actions, and the schedules, against real workers.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
+use patchbay_service::jobs::{JobKind, JobQueryIn, JobSpec};
 use patchbay_service::tenants::TenantIn;
 use patchbay_service::users::{Role, UserIn};
+use patchbay_service::worker::{WorkerConfig, Workers};
 use patchbay_service::{KeyManager, KeySource, Services, SystemClock};
 use patchbay_testkit::http;
+use serde_json::{Value, json};
 
 struct Panel {
     addr: SocketAddr,
@@ -302,10 +307,16 @@ fn every_page_works_without_inline_code_in_both_languages() {
         "/backend/integrations/gateway_stripe?tab=logs&level=error",
         "/backend/integrations/sync_medusa_orders",
         "/backend/integrations/bundle/sync_medusa",
+        "/backend/integrations/storage_local?tab=health",
         "/backend/logs",
+        "/backend/jobs",
+        "/backend/jobs?status=dead",
         "/backend/platform/tenants",
         "/backend/platform/failing",
         "/backend/platform/audit",
+        "/backend/platform/jobs",
+        "/backend/platform/jobs?tenant=platform&status=queued",
+        "/backend/platform/schedules",
     ];
     for lang in ["en", "pl"] {
         assert_eq!(
@@ -319,6 +330,7 @@ fn every_page_works_without_inline_code_in_both_languages() {
             assert_eq!(r.status, 200, "{path} ({lang}): {}", r.text());
             let html = r.text();
             assert!(html.contains(&format!("<html lang=\"{lang}\"")), "{path}");
+            assert_every_control_labelled(&html, path);
             assert!(
                 !html.contains(" style=") && !html.contains("<style"),
                 "no inline styles on {path}"
@@ -329,7 +341,14 @@ fn every_page_works_without_inline_code_in_both_languages() {
                     && !html.contains("javascript:"),
                 "no inline scripts on {path}"
             );
-            for missing in ["nav.", "marketplace.", "detail.tab_"] {
+            for missing in [
+                "nav.",
+                "marketplace.",
+                "detail.tab_",
+                "health.",
+                "jobs.",
+                "schedules.",
+            ] {
                 assert!(
                     !html.contains(&format!(">{missing}")),
                     "an untranslated key on {path}"
@@ -510,4 +529,683 @@ fn sign_in_failures_are_limited_and_explained() {
         ],
     );
     assert_eq!(r.header("location"), Some("/backend/integrations"));
+}
+
+// ---- Health, jobs and schedules ----
+
+/// The session's scope of a signed-in client.
+fn scope_of(p: &Panel, c: &Client) -> patchbay_core::Scope {
+    session_of(p, c).scope.unwrap()
+}
+
+fn session_of(p: &Panel, c: &Client) -> patchbay_service::users::Session {
+    let cookie = &c.cookies.iter().find(|(k, _)| k == "pb_session").unwrap().1;
+    p.runtime.block_on(p.services.session(cookie)).unwrap()
+}
+
+/// Workers that run jobs at once and retry failures within milliseconds;
+/// no schedules, so only the jobs a test enqueues run.
+fn start_workers(p: &Panel) -> Workers {
+    p.runtime
+        .block_on(Workers::start(
+            p.services.clone(),
+            WorkerConfig {
+                poll: Duration::from_millis(50),
+                retry_base: Duration::from_millis(1),
+                retry_cap: Duration::from_millis(5),
+                schedules: false,
+                ..WorkerConfig::default()
+            },
+        ))
+        .unwrap()
+}
+
+fn stop_workers(p: &Panel, workers: Workers) {
+    p.runtime.block_on(workers.shutdown(Duration::from_secs(1)));
+}
+
+/// Enqueues `noop` jobs with these payloads; their ids, in order.
+fn enqueue(p: &Panel, scope: Option<&patchbay_core::Scope>, payloads: Vec<Value>) -> Vec<i64> {
+    let specs = payloads
+        .into_iter()
+        .map(|v| JobSpec::new(JobKind::Noop, scope.cloned(), v))
+        .collect();
+    p.runtime
+        .block_on(p.services.enqueue(specs))
+        .unwrap()
+        .into_iter()
+        .map(patchbay_store::Enqueued::id)
+        .collect()
+}
+
+/// Waits until a job has the status.
+fn wait_job(p: &Panel, caller: &patchbay_service::Caller, id: i64, status: &str) {
+    patchbay_testkit::wait_for(&format!("job {id} to be {status}"), WAIT, || {
+        let job = p.runtime.block_on(p.services.get_job(caller, id)).unwrap();
+        (job.status == status).then_some(())
+    });
+}
+
+/// The ids of the job rows of a list page, in order.
+fn job_rows(html: &str) -> Vec<i64> {
+    html.split("data-job=\"")
+        .skip(1)
+        .map(|r| r.split('"').next().unwrap().parse().unwrap())
+        .collect()
+}
+
+/// The value of an attribute of the first element carrying `marker`.
+fn attr_after(html: &str, marker: &str, attr: &str) -> Option<String> {
+    let tag_start = html[..html.find(marker)?].rfind('<')?;
+    let tag = &html[tag_start..];
+    let tag = &tag[..tag.find('>')?];
+    let value = tag
+        .split(&format!(" {attr}=\""))
+        .nth(1)?
+        .split('"')
+        .next()?;
+    Some(value.replace("&amp;", "&"))
+}
+
+/// Every visible form control has a label (or an `aria-label`) and every
+/// button a name — what the browser test checks, here without a browser.
+#[track_caller]
+fn assert_every_control_labelled(html: &str, page: &str) {
+    for tag in ["<input ", "<select ", "<textarea "] {
+        for part in html.split(tag).skip(1) {
+            let attrs = part.split('>').next().unwrap();
+            if attrs.contains("type=\"hidden\"") || attrs.contains("aria-label=") {
+                continue;
+            }
+            let spaced = format!(" {attrs}");
+            let id = spaced
+                .split(" id=\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .unwrap_or_else(|| panic!("a control without an id on {page}: {attrs}"));
+            assert!(
+                html.contains(&format!("for=\"{id}\"")),
+                "no label for #{id} on {page}"
+            );
+        }
+    }
+    for part in html.split("<button").skip(1) {
+        let inner = part.split_once('>').unwrap().1;
+        let text = inner.split("</button>").next().unwrap();
+        assert!(!text.trim().is_empty(), "a button without a name on {page}");
+    }
+}
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn make_viewer(p: &Panel) {
+    p.runtime
+        .block_on(p.services.create_user_as_system(UserIn {
+            email: "viewer@acme.example".into(),
+            name: "viewer".into(),
+            password: PASSWORD.into(),
+            role: Role::Viewer,
+            tenant_id: Some(p.acme.clone()),
+            organization_id: None,
+        }))
+        .unwrap();
+}
+
+/// Saves a root directory for `storage_local` and enables it, through the forms.
+fn configure_local_storage(c: &mut Client, root: &std::path::Path) {
+    let csrf = csrf_of(&c.get("/backend/integrations/storage_local").text());
+    let r = c.post(
+        "/backend/integrations/storage_local/credentials",
+        &[("csrf", &csrf), ("v.root", root.to_str().unwrap())],
+    );
+    assert_eq!(r.status, 303, "{}", r.text());
+    let r = c.post(
+        "/backend/integrations/storage_local/state",
+        &[("csrf", &csrf), ("action", "enable")],
+    );
+    assert_eq!(r.status, 303, "{}", r.text());
+}
+
+const HEALTH_TAB: &str = "/backend/integrations/storage_local?tab=health";
+
+#[test]
+fn the_health_tab_shows_the_last_result_its_checks_and_drift() {
+    let p = panel();
+    let root = tempfile::tempdir().unwrap();
+    let mut c = Client::new(&p);
+    c.sign_in("ops@acme.example");
+    let r = c.get(HEALTH_TAB);
+    assert_eq!(r.status, 200);
+    let html = r.text();
+    assert!(html.contains("data-empty") && html.contains("No health check has run yet."));
+    assert!(html.contains("data-run-health"), "an owner may run a check");
+    assert_every_control_labelled(&html, "the health tab");
+
+    configure_local_storage(&mut c, root.path());
+    let scope = scope_of(&p, &c);
+    let result = p
+        .runtime
+        .block_on(p.services.run_health_check(&scope, "storage_local"))
+        .unwrap();
+    assert_eq!(result.status.as_str(), "healthy", "{result:?}");
+    let html = c.get(HEALTH_TAB).text();
+    assert!(!html.contains("data-empty"));
+    assert!(
+        html.contains("data-health=\"healthy\"") && html.contains(">Healthy<"),
+        "the status as a word, not only a colour"
+    );
+    assert!(html.contains("the root directory is writable"));
+    for check in ["credentials", "api_version", "provider"] {
+        assert!(
+            html.contains(&format!(
+                "data-check=\"{check}\" data-check-status=\"pass\""
+            )),
+            "{check} passes"
+        );
+    }
+    assert!(html.contains(&format!(">{} ms<", result.latency_ms)));
+    assert!(html.contains(&format!("datetime=\"{}\"", result.checked_at)));
+
+    // New credentials after a healthy check read as degraded until the next check.
+    let csrf = csrf_of(&html);
+    let other = tempfile::tempdir().unwrap();
+    let r = c.post(
+        "/backend/integrations/storage_local/credentials",
+        &[("csrf", &csrf), ("v.root", other.path().to_str().unwrap())],
+    );
+    assert_eq!(r.status, 303);
+    let html = c.get(HEALTH_TAB).text();
+    assert!(html.contains("data-health=\"degraded\"") && html.contains(">Degraded<"));
+    assert!(html.contains("data-check=\"drift\" data-check-status=\"warn\""));
+    assert!(html.contains("credentials changed since the last good check"));
+
+    // In Polish.
+    c.get("/backend/lang/pl?next=/backend/integrations");
+    let html = c.get(HEALTH_TAB).text();
+    assert!(html.contains("Działa częściowo") && html.contains("Sprawdź teraz"));
+
+    // A viewer sees the result but no button, and cannot post the form.
+    make_viewer(&p);
+    let mut viewer = Client::new(&p);
+    viewer.sign_in("viewer@acme.example");
+    let html = viewer.get(HEALTH_TAB).text();
+    assert!(html.contains("data-health=\"degraded\""));
+    assert!(!html.contains("data-run-health"));
+    let r = viewer.post(
+        "/backend/integrations/storage_local/health",
+        &[("csrf", &csrf_of(&html))],
+    );
+    assert_eq!(r.status, 403);
+}
+
+#[test]
+fn run_check_now_answers_with_the_result_or_that_the_check_is_queued() {
+    let p = panel();
+    let root = tempfile::tempdir().unwrap();
+    let mut c = Client::new(&p);
+    c.sign_in("ops@acme.example");
+    configure_local_storage(&mut c, root.path());
+    let csrf = csrf_of(&c.get(HEALTH_TAB).text());
+
+    // Without its CSRF token nothing is requested.
+    let r = c.post("/backend/integrations/storage_local/health", &[]);
+    assert_eq!(r.status, 403);
+    let caller = session_of(&p, &c).caller;
+    let none = p
+        .runtime
+        .block_on(p.services.list_jobs(&caller, JobQueryIn::default()))
+        .unwrap();
+    assert_eq!(none.total, 0);
+
+    // No worker runs: the check stays queued, and the page says so.
+    let r = c.post(
+        "/backend/integrations/storage_local/health",
+        &[("csrf", &csrf)],
+    );
+    assert_eq!(r.status, 303, "{}", r.text());
+    let location = r.header("location").unwrap().to_owned();
+    let job: i64 = location
+        .strip_prefix("/backend/integrations/storage_local?tab=health&job=")
+        .and_then(|rest| rest.strip_suffix("&notice=health_pending"))
+        .unwrap_or_else(|| panic!("{location}"))
+        .parse()
+        .unwrap();
+    let html = c.get(&location).text();
+    assert!(html.contains("data-notice=\"health_pending\""));
+    assert!(html.contains("Health check queued; refresh to see the result."));
+    assert!(html.contains(&format!("href=\"/backend/jobs/{job}\"")));
+    assert!(html.contains("data-empty"), "no result yet");
+    let detail = c.get(&format!("/backend/jobs/{job}")).text();
+    assert!(detail.contains("data-job-status=\"queued\"") && detail.contains("health.check"));
+    assert!(detail.contains("&quot;integrationId&quot;: &quot;storage_local&quot;"));
+
+    // With workers the queued check runs; the next request waits for its own result.
+    let workers = start_workers(&p);
+    patchbay_testkit::wait_for("the queued check's result", WAIT, || {
+        c.get(HEALTH_TAB)
+            .text()
+            .contains("data-health=\"healthy\"")
+            .then_some(())
+    });
+    let r = c.post(
+        "/backend/integrations/storage_local/health",
+        &[("csrf", &csrf)],
+    );
+    assert_eq!(r.status, 303);
+    let location = r.header("location").unwrap().to_owned();
+    assert!(
+        location.ends_with("&notice=health_healthy"),
+        "done within the wait: {location}"
+    );
+    let html = c.get(&location).text();
+    assert!(html.contains("Health check finished: healthy."));
+    assert!(html.contains("data-health=\"healthy\""));
+    stop_workers(&p, workers);
+    let checks = p
+        .runtime
+        .block_on(p.services.list_jobs(
+            &caller,
+            JobQueryIn {
+                kind: Some("health.check".into()),
+                status: Some("succeeded".into()),
+                ..JobQueryIn::default()
+            },
+        ))
+        .unwrap();
+    assert_eq!(checks.total, 2, "the queued check and the second one");
+}
+
+#[test]
+fn the_jobs_page_lists_newest_first_filters_by_status_and_pages_older() {
+    let p = panel();
+    let mut c = Client::new(&p);
+    c.sign_in("ops@acme.example");
+    let session = session_of(&p, &c);
+    let scope = session.scope.clone().unwrap();
+    let workers = start_workers(&p);
+    let finished = enqueue(
+        &p,
+        Some(&scope),
+        vec![json!({ "fail": "boom: the provider said no" }), json!({})],
+    );
+    let (dead, succeeded) = (finished[0], finished[1]);
+    wait_job(&p, &session.caller, dead, "dead");
+    wait_job(&p, &session.caller, succeeded, "succeeded");
+    stop_workers(&p, workers);
+    let queued = enqueue(
+        &p,
+        Some(&scope),
+        (0..55).map(|n| json!({ "n": n })).collect(),
+    );
+    let mut globex = Client::new(&p);
+    globex.sign_in("ops@globex.example");
+    let theirs = enqueue(&p, Some(&scope_of(&p, &globex)), vec![json!({})])[0];
+
+    let r = c.get("/backend/jobs");
+    assert_eq!(r.status, 200);
+    let html = r.text();
+    assert!(html.contains("href=\"/backend/jobs\" aria-current=\"page\""));
+    assert_every_control_labelled(&html, "/backend/jobs");
+    let first = job_rows(&html);
+    assert_eq!(first.len(), 50);
+    assert_eq!(first[0], *queued.last().unwrap(), "newest first");
+    assert!(first.windows(2).all(|w| w[0] > w[1]));
+    assert!(!first.contains(&theirs));
+    assert!(html.contains("Showing 50 of 57"));
+    for (status, n) in [
+        ("queued", 55),
+        ("dead", 1),
+        ("succeeded", 1),
+        ("running", 0),
+    ] {
+        assert!(
+            html.contains(&format!("data-count=\"{status}\">{n}<")),
+            "{n} {status}"
+        );
+    }
+    // Older: the rest, by cursor.
+    let older = attr_after(&html, "data-older", "href").expect("an Older link");
+    assert!(older.contains(&format!("cursor={}", first[49])), "{older}");
+    let html = c.get(&older).text();
+    let rest = job_rows(&html);
+    assert_eq!(rest.len(), 7);
+    assert!(rest.iter().all(|id| *id < first[49]));
+    assert!(rest.contains(&dead) && rest.contains(&succeeded));
+    assert!(!html.contains("data-older"), "the last page");
+    assert!(html.contains("rel=\"first\""));
+
+    // Filtered by status.
+    let html = c.get("/backend/jobs?status=dead").text();
+    assert_eq!(job_rows(&html), vec![dead]);
+    assert!(html.contains("boom: the provider said no"));
+    assert!(html.contains("data-job-status=\"dead\">Dead<"));
+    assert!(html.contains(
+        "data-status-filter=\"dead\" href=\"/backend/jobs?status=dead\" aria-current=\"true\""
+    ));
+    assert!(html.contains(">5/5<"), "attempts of the most allowed");
+    let html = c.get("/backend/jobs?status=succeeded").text();
+    assert_eq!(job_rows(&html), vec![succeeded]);
+    let html = c.get("/backend/jobs?status=queued").text();
+    assert_eq!(job_rows(&html).len(), 50);
+    assert!(html.contains("Showing 50 of 55"));
+    let older = attr_after(&html, "data-older", "href").unwrap();
+    assert!(
+        older.starts_with("/backend/jobs?status=queued&cursor="),
+        "{older}"
+    );
+    assert_eq!(job_rows(&c.get(&older).text()).len(), 5);
+    let html = c.get("/backend/jobs?status=running").text();
+    assert!(job_rows(&html).is_empty() && html.contains("data-empty"));
+    let r = c.get("/backend/jobs?status=bogus");
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("data-invalid"));
+
+    // Globex sees only its own.
+    assert_eq!(job_rows(&globex.get("/backend/jobs").text()), vec![theirs]);
+}
+
+#[test]
+fn a_dead_job_is_retried_and_a_queued_one_cancelled_through_the_forms() {
+    let p = panel();
+    let mut c = Client::new(&p);
+    c.sign_in("ops@acme.example");
+    let session = session_of(&p, &c);
+    let scope = session.scope.clone().unwrap();
+    let workers = start_workers(&p);
+    let dead = enqueue(&p, Some(&scope), vec![json!({ "fail": "boom" })])[0];
+    wait_job(&p, &session.caller, dead, "dead");
+    stop_workers(&p, workers);
+    let queued = enqueue(&p, Some(&scope), vec![json!({ "wait": "for me" })])[0];
+
+    // The dead job with every attempt.
+    let r = c.get(&format!("/backend/jobs/{dead}"));
+    assert_eq!(r.status, 200);
+    let html = r.text();
+    assert!(html.contains(&format!("Job #{dead}")));
+    for attempt in 1..=5 {
+        assert!(
+            html.contains(&format!(
+                "data-attempt=\"{attempt}\" data-outcome=\"failed\""
+            )),
+            "attempt {attempt}"
+        );
+    }
+    assert_eq!(
+        html.matches("<td>boom</td>").count(),
+        5,
+        "each attempt's error"
+    );
+    assert!(html.contains("data-last-error>boom<"));
+    assert!(
+        html.contains("&quot;fail&quot;: &quot;boom&quot;"),
+        "the payload"
+    );
+    assert!(html.contains("data-job-action=\"retry\""));
+    assert!(!html.contains("data-job-action=\"cancel\""));
+    assert_every_control_labelled(&html, "a dead job");
+    let csrf = csrf_of(&html);
+    let html = c.get(&format!("/backend/jobs/{queued}")).text();
+    assert!(
+        html.contains("data-job-action=\"cancel\"") && !html.contains("data-job-action=\"retry\"")
+    );
+    assert!(html.contains("data-no-history"));
+
+    // Another tenant can neither see nor touch them.
+    let mut globex = Client::new(&p);
+    globex.sign_in("ops@globex.example");
+    assert_eq!(globex.get(&format!("/backend/jobs/{dead}")).status, 404);
+    let their_csrf = csrf_of(&globex.get("/backend/jobs").text());
+    for path in [
+        format!("/backend/jobs/{dead}/retry"),
+        format!("/backend/jobs/{queued}/cancel"),
+    ] {
+        let r = globex.post(&path, &[("csrf", &their_csrf)]);
+        assert_eq!(r.status, 404, "{path}");
+    }
+    // A viewer sees them but has no buttons, and the forms are refused.
+    make_viewer(&p);
+    let mut viewer = Client::new(&p);
+    viewer.sign_in("viewer@acme.example");
+    let html = viewer.get(&format!("/backend/jobs/{dead}")).text();
+    assert!(html.contains("data-job-status=\"dead\"") && !html.contains("data-job-action"));
+    let r = viewer.post(
+        &format!("/backend/jobs/{dead}/retry"),
+        &[("csrf", &csrf_of(&html))],
+    );
+    assert_eq!(r.status, 403);
+    // Without the CSRF token, nothing happens.
+    assert_eq!(
+        c.post(&format!("/backend/jobs/{dead}/retry"), &[]).status,
+        403
+    );
+    wait_job(&p, &session.caller, dead, "dead");
+
+    // Retry: queued again; a second retry is refused with a notice, not an error page.
+    let r = c.post(&format!("/backend/jobs/{dead}/retry"), &[("csrf", &csrf)]);
+    assert_eq!(
+        (r.status, r.header("location")),
+        (
+            303,
+            Some(format!("/backend/jobs/{dead}?notice=job_retried").as_str())
+        )
+    );
+    let html = c
+        .get(&format!("/backend/jobs/{dead}?notice=job_retried"))
+        .text();
+    assert!(html.contains("The job is queued again."));
+    assert!(html.contains("data-job-status=\"queued\""));
+    wait_job(&p, &session.caller, dead, "queued");
+    let r = c.post(&format!("/backend/jobs/{dead}/retry"), &[("csrf", &csrf)]);
+    let location = r.header("location").unwrap().to_owned();
+    assert_eq!(
+        location,
+        format!("/backend/jobs/{dead}?notice=job_retry_refused")
+    );
+    let html = c.get(&location).text();
+    assert!(html.contains("role=\"alert\" data-notice=\"job_retry_refused\""));
+    assert!(html.contains("only dead jobs can"));
+
+    // Cancel the queued job; cancelling again is refused the same way.
+    let r = c.post(
+        &format!("/backend/jobs/{queued}/cancel"),
+        &[("csrf", &csrf)],
+    );
+    assert_eq!(
+        r.header("location"),
+        Some(format!("/backend/jobs/{queued}?notice=job_cancelled").as_str())
+    );
+    wait_job(&p, &session.caller, queued, "cancelled");
+    let html = c
+        .get(&format!("/backend/jobs/{queued}?notice=job_cancelled"))
+        .text();
+    assert!(
+        html.contains("The job was cancelled.") && html.contains("data-job-status=\"cancelled\"")
+    );
+    assert!(!html.contains("data-job-action"));
+    let r = c.post(
+        &format!("/backend/jobs/{queued}/cancel"),
+        &[("csrf", &csrf)],
+    );
+    assert_eq!(
+        r.header("location"),
+        Some(format!("/backend/jobs/{queued}?notice=job_cancel_refused").as_str())
+    );
+    // Jobs that do not exist (or are not numbers) are not found.
+    assert_eq!(c.get("/backend/jobs/999999").status, 404);
+    assert_eq!(c.get("/backend/jobs/not-a-number").status, 404);
+}
+
+#[test]
+fn the_platform_lists_every_tenants_jobs_and_edits_the_schedules() {
+    let p = panel();
+    let mut acme = Client::new(&p);
+    acme.sign_in("ops@acme.example");
+    let mut globex = Client::new(&p);
+    globex.sign_in("ops@globex.example");
+    let ours = enqueue(&p, Some(&scope_of(&p, &acme)), vec![json!({})])[0];
+    let theirs = enqueue(&p, Some(&scope_of(&p, &globex)), vec![json!({})])[0];
+    let platform = enqueue(&p, None, vec![json!({ "platform": true })])[0];
+    p.runtime
+        .block_on(p.services.ensure_builtin_schedules())
+        .unwrap();
+
+    // Tenant operators cannot open the platform's pages.
+    let csrf = csrf_of(&acme.get("/backend/jobs").text());
+    for path in [
+        "/backend/platform/jobs".to_owned(),
+        format!("/backend/platform/jobs/{ours}"),
+        "/backend/platform/schedules".to_owned(),
+    ] {
+        assert_eq!(acme.get(&path).status, 403, "{path}");
+    }
+    let r = acme.post(
+        "/backend/platform/schedules/health.sweep",
+        &[("csrf", &csrf), ("schedule", "every 1m")],
+    );
+    assert_eq!(r.status, 403);
+    let r = acme.post(
+        &format!("/backend/platform/jobs/{theirs}/cancel"),
+        &[("csrf", &csrf)],
+    );
+    assert_eq!(r.status, 403);
+
+    let mut admin = Client::new(&p);
+    admin.sign_in("root@platform.example");
+    let r = admin.get("/backend/platform/jobs");
+    assert_eq!(r.status, 200);
+    let html = r.text();
+    assert_eq!(job_rows(&html), vec![platform, theirs, ours]);
+    assert!(html.contains(">Acme<") && html.contains(">Globex<"));
+    assert_every_control_labelled(&html, "/backend/platform/jobs");
+    let html = admin
+        .get(&format!("/backend/platform/jobs?tenant={}", p.acme))
+        .text();
+    assert_eq!(job_rows(&html), vec![ours]);
+    assert!(
+        html.contains("data-count=\"queued\">1<"),
+        "the counts follow the tenant filter"
+    );
+    let html = admin.get("/backend/platform/jobs").text();
+    assert!(html.contains("data-count=\"queued\">3<"));
+    let html = admin.get("/backend/platform/jobs?tenant=platform").text();
+    assert_eq!(job_rows(&html), vec![platform]);
+
+    // Acting on another tenant's job from the platform.
+    let html = admin
+        .get(&format!("/backend/platform/jobs/{theirs}"))
+        .text();
+    assert!(html.contains("Globex") && html.contains("data-job-action=\"cancel\""));
+    let csrf = csrf_of(&html);
+    let r = admin.post(
+        &format!("/backend/platform/jobs/{theirs}/cancel"),
+        &[("csrf", &csrf)],
+    );
+    assert_eq!(
+        r.header("location"),
+        Some(format!("/backend/platform/jobs/{theirs}?notice=job_cancelled").as_str())
+    );
+    assert!(
+        admin
+            .get(&format!("/backend/platform/jobs/{theirs}"))
+            .text()
+            .contains("data-job-status=\"cancelled\"")
+    );
+    // After switching to a tenant the platform page still shows every tenant,
+    // and the tenant page only that tenant's.
+    let r = admin.post(
+        "/backend/switch-tenant",
+        &[("csrf", &csrf), ("tenant", &p.acme)],
+    );
+    assert_eq!(r.status, 303);
+    assert_eq!(
+        job_rows(&admin.get("/backend/platform/jobs").text()),
+        vec![platform, theirs, ours]
+    );
+    assert_eq!(job_rows(&admin.get("/backend/jobs").text()), vec![ours]);
+
+    // The schedules.
+    let r = admin.get("/backend/platform/schedules");
+    assert_eq!(r.status, 200);
+    let html = r.text();
+    for name in ["health.sweep", "logs.prune", "jobs.prune"] {
+        assert!(
+            html.contains(&format!("data-schedule=\"{name}\"")),
+            "{name}"
+        );
+    }
+    assert!(html.contains("every 15m"));
+    assert_every_control_labelled(&html, "/backend/platform/schedules");
+    let r = admin.post(
+        "/backend/platform/schedules/health.sweep",
+        &[("csrf", &csrf), ("schedule", "every 30m")],
+    );
+    assert_eq!(
+        r.header("location"),
+        Some("/backend/platform/schedules?notice=schedule_saved")
+    );
+    let html = admin
+        .get("/backend/platform/schedules?notice=schedule_saved")
+        .text();
+    assert!(html.contains("Schedule saved."));
+    let row = html
+        .split("data-schedule=\"health.sweep\"")
+        .nth(1)
+        .unwrap()
+        .split("</tr>")
+        .next()
+        .unwrap();
+    assert!(
+        row.contains("data-expression><code>every 30m</code>"),
+        "{row}"
+    );
+    assert!(row.contains("data-enabled=\"false\""), "{row}");
+
+    // An invalid expression comes back with the error under the field.
+    let r = admin.post(
+        "/backend/platform/schedules/health.sweep",
+        &[
+            ("csrf", &csrf),
+            ("schedule", "every banana"),
+            ("enabled", "on"),
+        ],
+    );
+    assert_eq!(r.status, 422);
+    let html = r.text();
+    assert!(html.contains("data-errors"));
+    let row = html
+        .split("data-schedule=\"health.sweep\"")
+        .nth(1)
+        .unwrap()
+        .split("</tr>")
+        .next()
+        .unwrap();
+    assert!(
+        row.contains("class=\"field invalid\" data-field=\"schedule\""),
+        "{row}"
+    );
+    assert!(
+        row.contains("value=\"every banana\""),
+        "what was typed is kept"
+    );
+    assert!(
+        row.contains("role=\"alert\">`every banana` has no count"),
+        "{row}"
+    );
+    assert!(row.contains("aria-invalid=\"true\""));
+    let caller = session_of(&p, &admin).caller;
+    let saved = p
+        .runtime
+        .block_on(p.services.list_schedules(&caller))
+        .unwrap();
+    let sweep = saved.iter().find(|s| s.name == "health.sweep").unwrap();
+    assert_eq!(
+        (sweep.schedule.as_str(), sweep.enabled),
+        ("every 30m", false)
+    );
+    // An unknown schedule is not found.
+    let r = admin.post(
+        "/backend/platform/schedules/no.such",
+        &[("csrf", &csrf), ("schedule", "every 1h")],
+    );
+    assert_eq!(r.status, 404);
 }

@@ -9,6 +9,9 @@ use maud::{Markup, html};
 use patchbay_core::credentials::{CredentialField, CredentialSchema, FieldType};
 use patchbay_core::{Hub, IntegrationStatus, VersionStatus};
 use patchbay_service::credentials::{MaskedCredentials, Source};
+use patchbay_service::health::{
+    CheckStatus, HealthRequest, HealthResult, HealthStatus, effective_health,
+};
 use patchbay_service::integrations::{StateIn, VersionChoice};
 use patchbay_service::{Feature, FieldError, ServiceError};
 use patchbay_vault::MASK;
@@ -22,12 +25,18 @@ use crate::view::{
     Nav, PanelError, avatar, category_label, csrf_field, frame, html_response, notice, status_badge,
 };
 
+/// How long "Run check now" waits for the check before answering that it
+/// is queued (the check itself may take up to its manifest's timeout).
+const HEALTH_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct Params {
     tab: Option<String>,
     #[serde(rename = "override")]
     override_: Option<String>,
     notice: Option<String>,
+    /// The job of a health check just requested (shown with its notice).
+    job: Option<String>,
     #[serde(flatten)]
     logs: super::logs::Filters,
 }
@@ -203,11 +212,21 @@ async fn render_inner(
         .cloned();
     let today = s.now().date();
     let tab_body = match tab {
-        "health" => health_tab(
-            l,
-            detail.state.last_health.as_ref(),
-            detail.state.last_health_at,
-        ),
+        "health" => {
+            // Drift is applied on reading: a healthy result older than the
+            // credentials in use reads as degraded. The detail may have
+            // applied it already; applying it twice changes nothing.
+            let stored = detail.state.last_health.as_ref().map(Value::to_string);
+            let result = effective_health(stored.as_deref(), detail.credentials.updated_at);
+            health_tab(
+                l,
+                csrf,
+                &i.id,
+                result.as_ref(),
+                can_manage,
+                p.job.as_deref().and_then(|j| j.parse::<i64>().ok()),
+            )
+        }
         "logs" => {
             super::logs::timeline(
                 state,
@@ -349,19 +368,132 @@ fn actions(status: IntegrationStatus) -> Vec<(&'static str, &'static str, &'stat
     }
 }
 
-fn health_tab(l: Lang, last: Option<&Value>, at: Option<patchbay_core::Timestamp>) -> Markup {
+fn health_key(s: HealthStatus) -> &'static str {
+    match s {
+        HealthStatus::Healthy => "health.status_healthy",
+        HealthStatus::Degraded => "health.status_degraded",
+        HealthStatus::Unhealthy => "health.status_unhealthy",
+        HealthStatus::Unknown => "health.status_unknown",
+    }
+}
+
+fn check_key(s: CheckStatus) -> (&'static str, &'static str) {
+    match s {
+        CheckStatus::Pass => ("pass", "health.check_pass"),
+        CheckStatus::Warn => ("warn", "health.check_warn"),
+        CheckStatus::Fail => ("fail", "health.check_fail"),
+        CheckStatus::Skip => ("skip", "health.check_skip"),
+    }
+}
+
+/// The names of the checks this build runs, in words; others as they are.
+fn check_name(l: Lang, name: &str) -> &str {
+    match name {
+        "credentials" => l.t("health.name_credentials"),
+        "api_version" => l.t("health.name_api_version"),
+        "provider" => l.t("health.name_provider"),
+        "drift" => l.t("health.name_drift"),
+        other => other,
+    }
+}
+
+/// The Health tab: the last result (drift applied) with its checks, and
+/// "Run check now" for those who may manage the integration.
+fn health_tab(
+    l: Lang,
+    csrf: &str,
+    id: &str,
+    result: Option<&HealthResult>,
+    can_manage: bool,
+    job: Option<i64>,
+) -> Markup {
     html! {
-        section class="panel-box" {
-            h2 { (l.t("health.title")) }
-            @match (last, at) {
-                (Some(h), Some(at)) => {
-                    p { (l.t("health.last")) " " (crate::view::time(at)) }
-                    pre { (serde_json::to_string_pretty(h).unwrap_or_default()) }
+        section class="panel-box" aria-labelledby="health-title" data-health-tab {
+            div class="head" {
+                h2 id="health-title" class="grow" { (l.t("health.title")) }
+                @if can_manage {
+                    form method="post" action={ "/backend/integrations/" (id) "/health" } {
+                        (csrf_field(csrf))
+                        button type="submit" data-run-health { (l.t("health.run_now")) }
+                    }
                 }
-                _ => div class="empty" data-empty { (l.t("health.never")) },
+            }
+            @if let Some(j) = job {
+                p class="meta" data-health-job=(j) { a href={ "/backend/jobs/" (j) } { (l.fmt("health.see_job", &[("id", &j.to_string())])) } }
+            }
+            @match result {
+                Some(r) => {
+                    p data-health=(r.status.as_str()) {
+                        span class={ "badge badge-" (r.status.as_str()) } { (l.t(health_key(r.status))) }
+                        " " span data-health-message { (r.message) }
+                    }
+                    dl class="props" {
+                        dt { (l.t("health.last")) } dd { (crate::view::time(r.checked_at)) }
+                        dt { (l.t("health.latency")) } dd data-latency { (l.fmt("health.ms", &[("ms", &r.latency_ms.to_string())])) }
+                        @if let Some(v) = &r.api_version { dt { (l.t("versions.version")) } dd { code { (v) } } }
+                    }
+                    @if !r.checks.is_empty() {
+                        div class="table-wrap" {
+                            table class="checks" aria-label=(l.t("health.checks")) {
+                                thead { tr { th scope="col" { (l.t("health.check")) } th scope="col" { (l.t("health.outcome")) } th scope="col" { (l.t("health.details")) } } }
+                                tbody {
+                                    @for c in &r.checks {
+                                        @let (class, key) = check_key(c.status);
+                                        tr data-check=(c.name) data-check-status=(class) {
+                                            td { (check_name(l, &c.name)) }
+                                            td { span class={ "badge badge-" (class) } { (l.t(key)) } }
+                                            td { (c.message) }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                None => div class="empty" data-empty { (l.t("health.never")) },
             }
             p class="meta" { (l.t("health.scheduled_note")) }
         }
+    }
+}
+
+/// "Run check now": requests a check, waits a little for it, and goes back
+/// to the Health tab with the outcome (or that it is still queued).
+pub(crate) async fn run_health(
+    State(state): State<PanelState>,
+    signed: Signed,
+    Path(id): Path<String>,
+    Form(form): Form<Vec<(String, String)>>,
+) -> Response {
+    if let Err(e) = signed.check_csrf(super::field(&form, "csrf")) {
+        return e.into_response();
+    }
+    let back = format!("/backend/integrations/{id}?tab=health");
+    match state
+        .services
+        .request_health_check(&signed.session.caller, &id, HEALTH_WAIT)
+        .await
+    {
+        Ok(HealthRequest::Done { result, job }) => super::done(
+            &format!("{back}&job={}", job.id),
+            match result.status {
+                HealthStatus::Healthy => "health_healthy",
+                HealthStatus::Degraded => "health_degraded",
+                HealthStatus::Unhealthy => "health_unhealthy",
+                HealthStatus::Unknown => "health_unknown",
+            },
+        ),
+        // A job that ended without a result failed (its error is on the job);
+        // one still queued or running finishes in the background.
+        Ok(HealthRequest::Pending { job }) => super::done(
+            &format!("{back}&job={}", job.id),
+            if matches!(job.status, "dead" | "cancelled") {
+                "health_failed"
+            } else {
+                "health_pending"
+            },
+        ),
+        Err(e) => PanelError::from_service(e, signed.lang).into_response(),
     }
 }
 

@@ -2,6 +2,7 @@
 
 pub(crate) mod bundle;
 pub(crate) mod integration;
+pub(crate) mod jobs;
 pub(crate) mod login;
 pub(crate) mod logs;
 pub(crate) mod marketplace;

@@ -14,7 +14,7 @@ use crate::PanelState;
 use crate::session::Signed;
 use crate::view::{Nav, PanelError, csrf_field, frame, html_response, notice, time};
 
-fn admin_only(signed: &Signed) -> Result<(), PanelError> {
+pub(crate) fn admin_only(signed: &Signed) -> Result<(), PanelError> {
     if signed.session.caller.has(Feature::PlatformAdmin) {
         Ok(())
     } else {
