@@ -64,10 +64,13 @@ fn noop_jobs(n: usize, payload: &str) -> Vec<NewJob> {
         .collect()
 }
 
+/// How many noop jobs (the tests' own; the built-in schedules may fire
+/// meanwhile) have `status`.
 async fn count(store: &dyn Store, status: JobStatus) -> u64 {
     store
         .list_jobs(&JobQuery {
             status: Some(status),
+            kind: Some("noop".into()),
             limit: 1,
             ..JobQuery::default()
         })
