@@ -8,6 +8,8 @@
 //!   of [`WorkerConfig::lease`]. It wakes on the store's signal (PostgreSQL
 //!   `LISTEN/NOTIFY`, an in-process signal on SQLite), when a slot frees, and
 //!   every [`WorkerConfig::poll`] for delayed jobs (retries, `run_at`).
+//!   While jobs are backed up, a claim waits up to 2 ms for half the slots
+//!   to free, so that claims (write transactions) carry batches.
 //! * **Run.** Each job runs in its own task under its kind's timeout. A
 //!   handler that panics or times out fails the attempt like an error.
 //! * **Finish.** Finished attempts are written in batches; a finish is
@@ -435,6 +437,9 @@ impl Workers {
     }
 }
 
+/// The longest a claim waits for more free slots while jobs are backed up.
+const BATCH_WAIT: Duration = Duration::from_millis(2);
+
 /// Sleeps for `d` unless stopped first; returns whether to stop.
 async fn pause(stop: &mut watch::Receiver<bool>, d: Duration) -> bool {
     if *stop.borrow() {
@@ -455,12 +460,29 @@ async fn claim_loop(
     let (queue, concurrency) = shared.queues[q].clone();
     let mut wake = shared.services.store().job_wakeups();
     let mut failures = 0u32;
+    let free_slots = || concurrency.saturating_sub(shared.in_flight[q].load(Ordering::Acquire));
+    // Whether the last claim filled every free slot (more jobs are likely due).
+    let mut backlog = false;
     loop {
         if *stop.borrow() {
             return;
         }
         wake.borrow_and_update();
-        let free = concurrency.saturating_sub(shared.in_flight[q].load(Ordering::Acquire));
+        let mut free = free_slots();
+        // With a backlog, claim in batches: a transaction costs about the
+        // same for one job as for thirty, so wait briefly until half the
+        // slots are free rather than claiming each one as it frees.
+        if backlog && free > 0 && free < concurrency.div_ceil(2) {
+            let deadline = tokio::time::Instant::now() + BATCH_WAIT;
+            while free < concurrency.div_ceil(2) {
+                tokio::select! {
+                    () = shared.slots[q].notified() => {}
+                    () = tokio::time::sleep_until(deadline) => break,
+                    _ = stop.changed() => break,
+                }
+                free = free_slots();
+            }
+        }
         if free > 0 {
             let now = shared.services.now();
             let claimed = shared
@@ -477,11 +499,11 @@ async fn claim_loop(
             match claimed {
                 Ok(jobs) => {
                     failures = 0;
-                    let full = jobs.len() == free;
+                    backlog = jobs.len() == free;
                     for job in jobs {
                         spawn_job(&shared, q, job);
                     }
-                    if full {
+                    if backlog {
                         continue;
                     }
                 }

@@ -366,9 +366,11 @@ pub(crate) mod sql {
 
     /// The lowest virtual time queued in a queue.
     pub(crate) const QUEUE_HEAD: &str =
-        "SELECT MIN(vt) FROM jobs WHERE status = 'queued' AND queue = $1";
+        "SELECT (SELECT vt FROM jobs WHERE status = 'queued' AND queue = $1 ORDER BY vt LIMIT 1)";
     /// The highest virtual time of a lane's queued and running jobs.
-    pub(crate) const LANE_TAIL: &str = "SELECT MAX(vt) FROM jobs WHERE queue = $1 AND lane = $2 AND status IN ('queued', 'running')";
+    /// (`ORDER BY … LIMIT 1` rather than `MAX`: PostgreSQL then reads one
+    /// index entry even before the table has statistics.)
+    pub(crate) const LANE_TAIL: &str = "SELECT (SELECT vt FROM jobs WHERE queue = $1 AND lane = $2 AND status IN ('queued', 'running') ORDER BY vt DESC LIMIT 1)";
     pub(crate) const INSERT: &str = "INSERT INTO jobs (queue, kind, tenant_id, organization_id, lane, payload, unique_key, status, vt, run_at, attempts, max_attempts, created_at, updated_at)
         VALUES ($1, $2, $3, $4, $5, $6, $7, 'queued', $8, $9, 0, $10, $11, $11)
         ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND status IN ('queued', 'running') DO NOTHING
