@@ -358,14 +358,19 @@ impl Services {
             return Err(ServiceError::invalid("the job filters are invalid", errors));
         }
         let nonempty = |s: Option<String>| s.filter(|v| !v.trim().is_empty());
+        let kind = nonempty(q.kind);
+        let queue = nonempty(q.queue);
+        // Without kind or queue filters the total is known from the counts.
+        let from_counts = kind.is_none() && queue.is_none();
         let query = JobQuery {
             scope: scope.cloned(),
             tenant,
             status,
-            kind: nonempty(q.kind),
-            queue: nonempty(q.queue),
+            kind,
+            queue,
             before_id: q.cursor,
             limit,
+            skip_total: from_counts,
         };
         let page = self.store().list_jobs(&query).await?;
         let counts = match &query.tenant {
@@ -375,13 +380,21 @@ impl Services {
         }
         .into_iter()
         .map(|(s, n)| (s.as_str().to_owned(), n))
-        .collect();
+        .collect::<std::collections::BTreeMap<String, u64>>();
+        let total = if from_counts {
+            match status {
+                Some(s) => counts.get(s.as_str()).copied().unwrap_or(0),
+                None => counts.values().sum(),
+            }
+        } else {
+            page.total
+        };
         let next_cursor = (page.items.len() == limit as usize)
             .then(|| page.items.last().map(|j| j.id))
             .flatten();
         Ok(JobPageOut {
             items: page.items.into_iter().map(job_out).collect(),
-            total: page.total,
+            total,
             next_cursor,
             counts,
         })

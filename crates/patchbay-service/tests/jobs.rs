@@ -422,21 +422,31 @@ async fn one_tenants_flood_does_not_starve_another(h: Live) {
         let job = h.store.get_job(None, *id).await.unwrap().unwrap();
         b_done = b_done.max(job.finished_at.unwrap());
     }
-    let a_jobs = h
-        .store
-        .list_jobs(&patchbay_store::JobQuery {
-            scope: Some(a),
-            status: Some(JobStatus::Succeeded),
-            limit: 10_000,
-            ..patchbay_store::JobQuery::default()
-        })
-        .await
-        .unwrap()
-        .items;
-    let before_b = a_jobs
-        .iter()
-        .filter(|j| j.finished_at.is_some_and(|f| f <= b_done))
-        .count();
+    // Page through A's finished jobs (500 a page).
+    let mut before_b = 0;
+    let mut cursor = None;
+    loop {
+        let page = h
+            .store
+            .list_jobs(&patchbay_store::JobQuery {
+                scope: Some(a.clone()),
+                status: Some(JobStatus::Succeeded),
+                before_id: cursor,
+                limit: 500,
+                ..patchbay_store::JobQuery::default()
+            })
+            .await
+            .unwrap()
+            .items;
+        before_b += page
+            .iter()
+            .filter(|j| j.finished_at.is_some_and(|f| f <= b_done))
+            .count();
+        match page.last() {
+            Some(last) if page.len() == 500 => cursor = Some(last.id),
+            _ => break,
+        }
+    }
     assert!(
         before_b < 1_000,
         "B's 10 jobs waited for A's backlog: {before_b} of A's jobs finished first"

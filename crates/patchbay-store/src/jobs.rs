@@ -238,6 +238,9 @@ pub struct JobQuery {
     /// Jobs with an id below this (the next page).
     pub before_id: Option<i64>,
     pub limit: u32,
+    /// Leave [`JobPage::total`] at 0 (the caller knows it from
+    /// [`JobStore::count_jobs`]; counting a large scope twice costs).
+    pub skip_total: bool,
 }
 
 /// One page of jobs and how many match in all.

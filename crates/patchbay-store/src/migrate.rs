@@ -57,6 +57,11 @@ pub const SQLITE: &[Migration] = &[
         name: "jobs",
         sql: include_str!("../migrations/sqlite/0005_jobs.sql"),
     },
+    Migration {
+        version: 6,
+        name: "failing_index",
+        sql: include_str!("../migrations/sqlite/0006_failing_index.sql"),
+    },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -84,6 +89,11 @@ pub const POSTGRES: &[Migration] = &[
         version: 5,
         name: "jobs",
         sql: include_str!("../migrations/postgres/0005_jobs.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "failing_index",
+        sql: include_str!("../migrations/postgres/0006_failing_index.sql"),
     },
 ];
 

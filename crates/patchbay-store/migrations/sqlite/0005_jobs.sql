@@ -43,6 +43,8 @@ CREATE INDEX jobs_lane ON jobs (queue, lane, vt) WHERE status IN ('queued', 'run
 CREATE INDEX jobs_leases ON jobs (lease_expires_at) WHERE status = 'running';
 CREATE INDEX jobs_by_scope ON jobs (tenant_id, organization_id, id);
 CREATE INDEX jobs_by_status ON jobs (status, id);
+-- A tenant's jobs of one status, newest first, and its counts per status (covering).
+CREATE INDEX jobs_by_scope_status ON jobs (tenant_id, organization_id, status, id);
 
 -- Every attempt of a job: who ran it, when, and how it ended (`succeeded`,
 -- `failed`, `lost` when its worker stopped renewing the lease, `released` at

@@ -489,7 +489,9 @@ impl JobStore for PgStore {
 
     async fn list_jobs(&self, q: &JobQuery) -> Result<JobPage> {
         let (clause, args) = list_filters(q);
-        let total: i64 = {
+        let total: i64 = if q.skip_total {
+            0
+        } else {
             let sql = format!("SELECT COUNT(*) FROM jobs WHERE {clause}");
             let mut query = sqlx::query_scalar::<_, i64>(&sql);
             for a in &args {

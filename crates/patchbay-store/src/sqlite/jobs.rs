@@ -398,9 +398,12 @@ impl JobStore for SqliteStore {
             page_args.len()
         ));
         self.read(|c| {
-            let total: i64 = c
-                .prepare_cached(&count_sql)?
-                .query_row(params_from_iter(args.iter()), |r| r.get(0))?;
+            let total: i64 = if q.skip_total {
+                0
+            } else {
+                c.prepare_cached(&count_sql)?
+                    .query_row(params_from_iter(args.iter()), |r| r.get(0))?
+            };
             let items = c
                 .prepare_cached(&page_sql)?
                 .query_map(params_from_iter(page_args.iter()), job)?
