@@ -1379,7 +1379,7 @@ impl Store for SqliteStore {
         self.read(|c| {
             all(
                 c,
-                st::LIST_FAILING,
+                st::LIST_FAILING_SQLITE,
                 params![ts(since), i64::from(limit.clamp(1, 1000))],
                 |r| {
                     Ok(FailingConnection {

@@ -155,3 +155,9 @@ pub(crate) const DELETE_EXPIRED_SESSIONS: &str = "DELETE FROM sessions WHERE exp
 pub(crate) const LIST_FAILING: &str = "SELECT tenant_id, organization_id, integration_id, COUNT(*) AS errors, MAX(created_at) AS last_error_at
     FROM integration_logs WHERE level = 'error' AND created_at >= $1
     GROUP BY tenant_id, organization_id, integration_id ORDER BY errors DESC, last_error_at DESC LIMIT $2";
+/// SQLite's version names the index: without statistics (a young database)
+/// its planner prefers scanning a whole index in `GROUP BY` order, which reads
+/// every log row (~25 ms at 100,000 rows, against ~4 ms for the recent errors).
+pub(crate) const LIST_FAILING_SQLITE: &str = "SELECT tenant_id, organization_id, integration_id, COUNT(*) AS errors, MAX(created_at) AS last_error_at
+    FROM integration_logs INDEXED BY integration_logs_recent_errors_by_connection WHERE level = 'error' AND created_at >= $1
+    GROUP BY tenant_id, organization_id, integration_id ORDER BY errors DESC, last_error_at DESC LIMIT $2";
