@@ -3,8 +3,9 @@
 //! everything in release mode first.
 //!
 //! Every scenario measures a baseline in the same run (raw TOML parsing for
-//! the registry, a bare process start for start-up) and reports the ratio,
-//! because shared machines are noisy: the ratio moves less than the figure.
+//! the registry, a bare process start for start-up, the store's own calls
+//! for the job queue) and reports the ratio, because shared machines are
+//! noisy: the ratio moves less than the figure.
 //! Results are also written as JSON (`--json <file>`) for `docs/benchmarks.md`.
 
 use std::path::PathBuf;
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use serde::Serialize;
 
+mod jobs;
 mod panel;
 mod registry;
 mod services;
@@ -109,6 +111,8 @@ const SCENARIOS: &[&str] = &[
     "api_list",
     "oplog",
     "panel",
+    "jobs",
+    "jobs_pg",
 ];
 
 fn main() -> anyhow::Result<()> {
@@ -144,6 +148,12 @@ fn main() -> anyhow::Result<()> {
             "api_list" => figures.extend(services::api_list(&runtime()?)?),
             "oplog" => figures.extend(services::oplog(&runtime()?)?),
             "panel" => figures.extend(panel::run(&runtime()?)?),
+            "jobs" => figures.extend(jobs::sqlite(&runtime()?)?),
+            "jobs_pg" => figures.extend(jobs::postgres(
+                &runtime()?,
+                bin.as_deref()
+                    .context("the jobs_pg scenario needs --bin <release patchbay binary>")?,
+            )?),
             _ => unreachable!("checked above"),
         }
     }

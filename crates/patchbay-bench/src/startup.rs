@@ -26,7 +26,7 @@ fn spawn(bin: &Path, data: &Path, addr: SocketAddr) -> anyhow::Result<Child> {
         .with_context(|| format!("cannot start {}", bin.display()))
 }
 
-fn until_ready(addr: SocketAddr, limit: Duration) -> anyhow::Result<()> {
+pub(crate) fn until_ready(addr: SocketAddr, limit: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + limit;
     loop {
         if http::get(addr, "/readyz").is_ok_and(|r| r.status == 200) {
@@ -40,7 +40,7 @@ fn until_ready(addr: SocketAddr, limit: Duration) -> anyhow::Result<()> {
     }
 }
 
-fn stop(mut child: Child) -> anyhow::Result<()> {
+pub(crate) fn stop(mut child: Child) -> anyhow::Result<()> {
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()?;
