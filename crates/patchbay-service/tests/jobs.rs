@@ -596,7 +596,101 @@ async fn the_health_sweep_checks_every_enabled_integration_once(h: Live) {
     checker.shutdown(Duration::from_secs(1)).await;
 }
 
+async fn the_maintenance_jobs_prune_logs_jobs_and_sessions(h: Live) {
+    use patchbay_core::LogLevel::{Error, Info};
+    let a = scope(&h.a);
+    let now = Timestamp::now();
+    let entry = |level, days_ago: i64| patchbay_store::NewLogEntry {
+        scope: a.clone(),
+        integration_id: "gateway_stripe".into(),
+        level,
+        operation: "test".into(),
+        message: format!("{days_ago} days ago"),
+        details: None,
+        correlation_id: None,
+        entity_type: None,
+        entity_id: None,
+        duration_ms: None,
+        created_at: now.plus_seconds(-days_ago * 86_400),
+    };
+    // Default retention: 30 days, errors 90.
+    h.store
+        .append_logs(vec![
+            entry(Info, 1),
+            entry(Info, 31),
+            entry(Error, 31),
+            entry(Error, 91),
+        ])
+        .await
+        .unwrap();
+    // A job finished 8 days ago, past the 7 days finished jobs are kept.
+    let old = h
+        .store
+        .enqueue_jobs(vec![raw_job("noop", None, 1)])
+        .await
+        .unwrap()[0]
+        .id();
+    let now = Timestamp::now();
+    let long_ago = now.plus_seconds(-8 * 86_400);
+    h.store
+        .claim_jobs("default", "old", now, now.plus_seconds(60), 1)
+        .await
+        .unwrap();
+    h.store
+        .finish_jobs(
+            "old",
+            long_ago,
+            vec![patchbay_store::Finish {
+                id: old,
+                attempt: 1,
+                outcome: patchbay_store::FinishOutcome::Succeeded { result: None },
+            }],
+        )
+        .await
+        .unwrap();
+    let ids: Vec<i64> = h
+        .services
+        .enqueue(vec![
+            JobSpec::new(JobKind::LogsPrune, None, json!({})),
+            JobSpec::new(JobKind::JobsPrune, None, json!({})),
+        ])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(patchbay_store::Enqueued::id)
+        .collect();
+    let mut config = fast("w1");
+    config.queues = vec![("maintenance".into(), 1)];
+    let workers = Workers::start(h.services.clone(), config).await.unwrap();
+    for id in &ids {
+        until("the maintenance jobs", Duration::from_secs(20), || async {
+            (status(&h, *id).await == JobStatus::Succeeded).then_some(())
+        })
+        .await;
+    }
+    workers.shutdown(Duration::from_secs(1)).await;
+    let result = |id| {
+        let h = &h;
+        async move {
+            let j = h.store.get_job(None, id).await.unwrap().unwrap();
+            serde_json::from_str::<Value>(&j.result.unwrap()).unwrap()
+        }
+    };
+    assert_eq!(result(ids[0]).await, json!({ "deleted": 2 }));
+    assert_eq!(result(ids[1]).await["deletedJobs"], 1);
+    assert!(h.store.get_job(None, old).await.unwrap().is_none());
+    let left = h
+        .services
+        .query_logs(&h.a, None, patchbay_service::logs::LogQueryIn::default())
+        .await
+        .unwrap();
+    let mut messages: Vec<&str> = left.items.iter().map(|e| e.message.as_str()).collect();
+    messages.sort_unstable();
+    assert_eq!(messages, ["1 days ago", "31 days ago"]);
+}
+
 live_on_both!(
+    the_maintenance_jobs_prune_logs_jobs_and_sessions,
     failing_jobs_back_off_die_and_can_be_retried,
     a_handler_past_its_timeout_fails_the_attempt,
     a_dead_workers_jobs_run_again_and_a_lost_lease_stops_its_task,
