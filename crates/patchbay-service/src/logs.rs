@@ -4,7 +4,7 @@
 //!
 //! * Writes are group-committed: a single writer task takes every entry
 //!   waiting in its queue and stores them in one transaction, then answers
-//!   each caller. Callers wait for durability, and concurrent callers share
+//!   each caller; while one transaction commits, the next batch gathers. Callers wait for durability, and concurrent callers share
 //!   commits (thousands of entries per transaction under load).
 //! * Before anything is stored, `details` and `message` are redacted: keys of
 //!   the integration's secret fields, generic sensitive keys, and any value
@@ -48,20 +48,19 @@ impl std::fmt::Debug for Pending {
 
 impl LogWriter {
     pub(crate) fn start(store: Arc<dyn Store>) -> LogWriter {
-        let (queue, mut rx) = mpsc::channel::<Pending>(4096);
-        tokio::spawn(async move {
-            while let Some(first) = rx.recv().await {
-                let mut batch = vec![first];
-                let mut n = batch[0].entries.len();
-                while n < MAX_BATCH {
-                    match rx.try_recv() {
-                        Ok(p) => {
-                            n += p.entries.len();
-                            batch.push(p);
-                        }
-                        Err(_) => break,
-                    }
-                }
+        let (queue, rx) = mpsc::channel::<Pending>(4096);
+        tokio::spawn(Self::run(store, rx));
+        LogWriter { queue }
+    }
+
+    /// The writer: one transaction in flight at a time; while it commits,
+    /// the next batch gathers, and is written as soon as it is done (batches
+    /// stay in order, so `flush` sees everything sent before it).
+    async fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Pending>) {
+        type Write = tokio::task::JoinHandle<(Vec<Pending>, Result<(), String>)>;
+        let start = |mut batch: Vec<Pending>| -> Write {
+            let store = store.clone();
+            tokio::spawn(async move {
                 let entries: Vec<NewLogEntry> = batch
                     .iter_mut()
                     .flat_map(|p| std::mem::take(&mut p.entries))
@@ -71,12 +70,61 @@ impl LogWriter {
                 if let Err(e) = &result {
                     tracing::error!(error = %e, entries = count, "cannot store operation-log entries");
                 }
-                for p in batch {
-                    let _ = p.done.send(result.clone());
+                (batch, result)
+            })
+        };
+        let mut gathering: Vec<Pending> = Vec::new();
+        let mut gathered = 0;
+        let mut in_flight: Option<Write> = None;
+        let mut open = true;
+        loop {
+            if let Some(write) = in_flight.as_mut() {
+                tokio::select! {
+                    done = write => {
+                        in_flight = None;
+                        match done {
+                            Ok((batch, result)) => {
+                                for p in batch {
+                                    let _ = p.done.send(result.clone());
+                                }
+                            }
+                            Err(e) => tracing::error!(error = %e, "the operation-log write task failed"),
+                        }
+                    }
+                    next = rx.recv(), if open && gathered < MAX_BATCH => match next {
+                        Some(p) => {
+                            gathered += p.entries.len();
+                            gathering.push(p);
+                        }
+                        None => open = false,
+                    },
+                }
+                continue;
+            }
+            if gathering.is_empty() {
+                if !open {
+                    return;
+                }
+                match rx.recv().await {
+                    Some(p) => {
+                        gathered += p.entries.len();
+                        gathering.push(p);
+                    }
+                    None => return,
                 }
             }
-        });
-        LogWriter { queue }
+            while gathered < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(p) => {
+                        gathered += p.entries.len();
+                        gathering.push(p);
+                    }
+                    Err(_) => break,
+                }
+            }
+            in_flight = Some(start(std::mem::take(&mut gathering)));
+            gathered = 0;
+        }
     }
 
     /// Stores `entries` and returns once they are committed.
