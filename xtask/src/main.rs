@@ -27,8 +27,14 @@ fn main() -> ExitCode {
     }
 }
 
+/// The workspace root. `cargo run` sets `CARGO_MANIFEST_DIR` when it runs
+/// the binary; the compile-time value is only a fallback, because a binary
+/// built from another checkout that shares the target directory (and is
+/// still fresh there) would otherwise work on that checkout.
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    Path::new(&manifest_dir)
         .parent()
         .expect("workspace root")
         .to_path_buf()

@@ -248,7 +248,15 @@ pub struct JobPageOut {
     pub next_cursor: Option<i64>,
     /// How many jobs of each status (within the same tenant filter).
     pub counts: std::collections::BTreeMap<String, u64>,
+    /// Set when counts were taken only up to this number (the panel's
+    /// listing): a count equal to it, and then `total`, mean "at least".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub counted_up_to: Option<u64>,
 }
+
+/// How far the panel counts jobs per status: exact counts cost a scan of
+/// every job of the scope; beyond this the panel shows "10,000+".
+pub const PANEL_COUNT_LIMIT: u64 = 10_000;
 
 /// A recurring job, as shown.
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
@@ -317,6 +325,17 @@ impl Services {
 
     /// Jobs of the caller's tenant (platform admins: every job), newest first.
     pub async fn list_jobs(&self, caller: &Caller, q: JobQueryIn) -> Result<JobPageOut> {
+        self.list_jobs_counting(caller, q, None).await
+    }
+
+    /// Like [`Services::list_jobs`], counting each status only up to
+    /// `count_limit` when given (bounded cost however many jobs there are).
+    pub async fn list_jobs_counting(
+        &self,
+        caller: &Caller,
+        q: JobQueryIn,
+        count_limit: Option<u64>,
+    ) -> Result<JobPageOut> {
         let scope = Self::job_scope(caller, Feature::IntegrationsView)?;
         let mut errors = Vec::new();
         let status = match q.status.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
@@ -370,17 +389,20 @@ impl Services {
             queue,
             before_id: q.cursor,
             limit,
-            skip_total: from_counts,
+            skip_total: from_counts || count_limit.is_some(),
         };
         let page = self.store().list_jobs(&query).await?;
-        let counts = match &query.tenant {
+        let counts = match (count_limit, &query.tenant) {
+            (Some(cap), _) => self.store().count_jobs_upto(&query, cap).await?,
             // A platform admin's tenant filter: count within it.
-            Some(tenant) => self.store().count_tenant_jobs(tenant.as_ref()).await?,
-            None => self.store().count_jobs(scope).await?,
+            (None, Some(tenant)) => self.store().count_tenant_jobs(tenant.as_ref()).await?,
+            (None, None) => self.store().count_jobs(scope).await?,
         }
         .into_iter()
         .map(|(s, n)| (s.as_str().to_owned(), n))
         .collect::<std::collections::BTreeMap<String, u64>>();
+        // Capped counts follow every filter, so they give the total too.
+        let from_counts = from_counts || count_limit.is_some();
         let total = if from_counts {
             match status {
                 Some(s) => counts.get(s.as_str()).copied().unwrap_or(0),
@@ -397,6 +419,7 @@ impl Services {
             total,
             next_cursor,
             counts,
+            counted_up_to: count_limit,
         })
     }
 

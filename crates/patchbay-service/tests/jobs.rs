@@ -689,7 +689,50 @@ async fn the_maintenance_jobs_prune_logs_jobs_and_sessions(h: Live) {
     assert_eq!(messages, ["1 days ago", "31 days ago"]);
 }
 
+async fn counts_can_be_bounded(h: Live) {
+    let a = scope(&h.a);
+    h.services
+        .enqueue(
+            (0..12)
+                .map(|n| JobSpec::new(JobKind::Noop, Some(a.clone()), json!({ "n": n })))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    let exact = h
+        .services
+        .list_jobs(&h.a, JobQueryIn::default())
+        .await
+        .unwrap();
+    assert_eq!((exact.total, exact.counted_up_to), (12, None));
+    assert_eq!(exact.counts.get("queued"), Some(&12));
+    let bounded = h
+        .services
+        .list_jobs_counting(
+            &h.a,
+            JobQueryIn {
+                limit: Some(3),
+                ..JobQueryIn::default()
+            },
+            Some(5),
+        )
+        .await
+        .unwrap();
+    assert_eq!(bounded.items.len(), 3);
+    assert_eq!((bounded.total, bounded.counted_up_to), (5, Some(5)));
+    assert_eq!(bounded.counts.get("queued"), Some(&5));
+    // Tenant B's count is its own.
+    let other = h
+        .services
+        .list_jobs_counting(&h.b, JobQueryIn::default(), Some(5))
+        .await
+        .unwrap();
+    assert!(other.counts.is_empty());
+    assert_eq!(other.total, 0);
+}
+
 live_on_both!(
+    counts_can_be_bounded,
     the_maintenance_jobs_prune_logs_jobs_and_sessions,
     failing_jobs_back_off_die_and_can_be_retried,
     a_handler_past_its_timeout_fails_the_attempt,

@@ -310,6 +310,11 @@ pub trait JobStore: Send + Sync {
     async fn list_jobs(&self, query: &JobQuery) -> Result<JobPage>;
     /// How many jobs of each status, within `scope` when given.
     async fn count_jobs(&self, scope: Option<&Scope>) -> Result<Vec<(JobStatus, u64)>>;
+    /// How many jobs of each status match `query` (its status, cursor and
+    /// limit aside), counting each status only up to `cap`: the cost stays
+    /// bounded however many jobs there are (a count equal to `cap` means
+    /// "at least").
+    async fn count_jobs_upto(&self, query: &JobQuery, cap: u64) -> Result<Vec<(JobStatus, u64)>>;
     /// How many jobs of each status one tenant has (every organization),
     /// or, with `None`, the platform (jobs of no tenant).
     async fn count_tenant_jobs(&self, tenant: Option<&TenantId>) -> Result<Vec<(JobStatus, u64)>>;
@@ -425,6 +430,30 @@ pub(crate) mod sql {
         WHERE name = $1 AND next_run_at = $2 AND enabled";
     pub(crate) const SET_SCHEDULE_JOB: &str =
         "UPDATE job_schedules SET last_job_id = $2 WHERE name = $1";
+}
+
+/// The statement of [`JobStore::count_jobs_upto`]: one row per status,
+/// `(status, n)`, each count a bounded index range scan.
+pub(crate) fn capped_counts(q: &JobQuery, cap: u64) -> (String, Vec<crate::sql::Arg>) {
+    let filter = JobQuery {
+        status: None,
+        before_id: None,
+        ..q.clone()
+    };
+    let (clause, mut args) = list_filters(&filter);
+    args.push(crate::sql::Arg::Int(i64::try_from(cap).unwrap_or(i64::MAX)));
+    let cap_arg = args.len();
+    let sql = JobStatus::ALL
+        .iter()
+        .map(|st| {
+            format!(
+                "SELECT '{s}' AS status, (SELECT COUNT(*) FROM (SELECT 1 FROM jobs WHERE {clause} AND status = '{s}' LIMIT ${cap_arg}) AS c) AS n",
+                s = st.as_str()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ");
+    (sql, args)
 }
 
 /// The WHERE clause and arguments of a job listing (`$1`… placeholders).

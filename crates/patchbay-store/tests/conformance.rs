@@ -2096,6 +2096,24 @@ async fn jobs_are_listed_counted_and_pruned(f: Fixture) {
             (JobStatus::Succeeded, 2)
         ]
     );
+    let of_a = JobQuery {
+        scope: Some(a.clone()),
+        status: Some(JobStatus::Dead),
+        ..JobQuery::default()
+    };
+    let mut upto = s.count_jobs_upto(&of_a, 100).await.unwrap();
+    upto.sort_by_key(|(st, _)| st.as_str());
+    assert_eq!(upto, counts, "every status, whatever the query's own");
+    let mut capped = s.count_jobs_upto(&of_a, 1).await.unwrap();
+    capped.sort_by_key(|(st, _)| st.as_str());
+    assert_eq!(
+        capped,
+        [
+            (JobStatus::Dead, 1),
+            (JobStatus::Queued, 1),
+            (JobStatus::Succeeded, 1)
+        ]
+    );
     // Pruning: succeeded before t(500) go; the dead one is kept longer.
     assert_eq!(s.prune_jobs(t(500), t(500)).await.unwrap(), 1);
     assert!(s.get_job(None, claimed[0].id).await.unwrap().is_none());

@@ -5,7 +5,8 @@
 //! recurring schedules at `/backend/platform/schedules`.
 //!
 //! A list page costs one service call: the page of jobs and the counts per
-//! status (one query each; a platform admin's tenant filter counts per status).
+//! status, each counted only up to 10,000 (shown as "10,000+"), so a page
+//! costs the same with a million jobs.
 
 use std::collections::HashMap;
 
@@ -14,7 +15,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
-use patchbay_service::jobs::{JobOut, JobQueryIn, ScheduleIn, ScheduleOut};
+use patchbay_service::jobs::{JobOut, JobQueryIn, PANEL_COUNT_LIMIT, ScheduleIn, ScheduleOut};
 use patchbay_service::{Access, Caller, Feature, FieldError, ServiceError};
 use serde::Deserialize;
 use serde_json::Value;
@@ -160,6 +161,15 @@ fn tenant_name<'a>(names: &'a HashMap<String, String>, job: &'a JobOut) -> &'a s
         .map_or("", |t| names.get(t).map_or(t, String::as_str))
 }
 
+/// A count taken up to [`PANEL_COUNT_LIMIT`]: at the limit it reads "10,000+".
+fn counted(l: Lang, n: u64) -> String {
+    if n >= PANEL_COUNT_LIMIT {
+        format!("{}+", l.number(PANEL_COUNT_LIMIT))
+    } else {
+        l.number(n)
+    }
+}
+
 /// The table of jobs; `tenants` names the tenant column (platform area).
 fn table(
     l: Lang,
@@ -235,7 +245,11 @@ async fn list(state: &PanelState, signed: &Signed, area: Area, p: &ListParams) -
             limit: Some(PAGE_SIZE),
             ..JobQueryIn::default()
         };
-        let page = match state.services.list_jobs(&caller, query).await {
+        let page = match state
+            .services
+            .list_jobs_counting(&caller, query, Some(PANEL_COUNT_LIMIT))
+            .await
+        {
             Ok(page) => Some(page),
             Err(ServiceError::Invalid { .. }) => None,
             Err(e) => return Err(PanelError::from_service(e, l)),
@@ -278,11 +292,11 @@ async fn list(state: &PanelState, signed: &Signed, area: Area, p: &ListParams) -
             }
             ul class="chips" aria-label=(l.t("jobs.by_status")) {
                 li { a class="chip" data-status-filter="all" href=(p.link(area, None, None)) aria-current=[status.is_none().then_some("true")] {
-                    (l.t("jobs.all")) @if let Some(n) = count_of(None) { " (" (l.number(n)) ")" }
+                    (l.t("jobs.all")) @if let Some(n) = count_of(None) { " (" (counted(l, n)) ")" }
                 } }
                 @for (s, key) in STATUSES {
                     li { a class="chip" data-status-filter=(s) href=(p.link(area, Some(s), None)) aria-current=[(status == Some(s)).then_some("true")] {
-                        (l.t(key)) @if let Some(n) = count_of(Some(s)) { " (" span data-count=(s) { (l.number(n)) } ")" }
+                        (l.t(key)) @if let Some(n) = count_of(Some(s)) { " (" span data-count=(s) { (counted(l, n)) } ")" }
                     } }
                 }
             }
@@ -292,7 +306,7 @@ async fn list(state: &PanelState, signed: &Signed, area: Area, p: &ListParams) -
                     @if pg.items.is_empty() {
                         div class="empty" data-empty { (l.t("jobs.empty")) }
                     } @else {
-                        p class="meta" data-total=(pg.total) { (l.fmt("jobs.showing", &[("shown", &l.number(pg.items.len() as u64)), ("total", &l.number(pg.total))])) }
+                        p class="meta" data-total=(pg.total) { (l.fmt("jobs.showing", &[("shown", &l.number(pg.items.len() as u64)), ("total", &counted(l, pg.total))])) }
                         (table(l, area, &pg.items, (area == Area::Platform).then_some(&names)))
                     }
                     @if cursor.is_some() || pg.next_cursor.is_some() {
@@ -734,5 +748,17 @@ pub(crate) async fn save_schedule(
             .await
         }
         Err(e) => PanelError::from_service(e, signed.lang).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_at_the_limit_read_as_at_least() {
+        assert_eq!(counted(Lang::En, 9_999), "9,999");
+        assert_eq!(counted(Lang::En, PANEL_COUNT_LIMIT), "10,000+");
+        assert_eq!(counted(Lang::Pl, PANEL_COUNT_LIMIT), "10\u{a0}000+");
     }
 }

@@ -523,6 +523,17 @@ impl JobStore for PgStore {
         })
     }
 
+    async fn count_jobs_upto(&self, query: &JobQuery, cap: u64) -> Result<Vec<(JobStatus, u64)>> {
+        let (sql, args) = capped_counts(query, cap);
+        let rows = bind_args(sqlx::query(&sql), &args)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(status_counts(&rows)?
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .collect())
+    }
+
     async fn count_tenant_jobs(
         &self,
         tenant: Option<&patchbay_core::TenantId>,

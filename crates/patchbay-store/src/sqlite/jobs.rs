@@ -435,6 +435,23 @@ impl JobStore for SqliteStore {
             .collect())
     }
 
+    async fn count_jobs_upto(&self, query: &JobQuery, cap: u64) -> Result<Vec<(JobStatus, u64)>> {
+        let (sql, args) = capped_counts(query, cap);
+        let sql = lite(&sql);
+        let rows: Vec<(String, i64)> = self.read(|c| {
+            c.prepare_cached(&sql)?
+                .query_map(params_from_iter(args.iter()), |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?
+                .collect()
+        })?;
+        Ok(rows
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .filter_map(|(s, n)| Some((JobStatus::parse(&s)?, u64::try_from(n).unwrap_or(0))))
+            .collect())
+    }
+
     async fn count_tenant_jobs(
         &self,
         tenant: Option<&patchbay_core::TenantId>,
