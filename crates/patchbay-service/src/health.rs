@@ -7,10 +7,10 @@
 //!   fallthrough counts).
 //! * `api_version` — the version in effect is not past its sunset (fail) nor
 //!   deprecated with a sunset within [`SUNSET_WARNING_DAYS`] (warn).
-//! * `provider` — the connector's health operation (`health_check.service`
-//!   of the manifest), run with the manifest's timeout (10 s by default).
-//!   Only the operations this build implements run; for the others the check
-//!   is `skip` and says so plainly.
+//! * `provider` — the connector's `check` (the runtime's contract, for the
+//!   integration's `health_check.service`), run with the manifest's timeout
+//!   (10 s by default). Only connectors this build carries run; for the
+//!   others the check is `skip` and says so plainly.
 //! * `drift` — with no provider operation to re-verify them, credentials
 //!   changed since the last healthy check are a warning.
 //!
@@ -136,73 +136,6 @@ pub fn effective_health(
     Some(result)
 }
 
-/// The health operations this build implements, by `health_check.service`.
-fn provider_probe(
-    service: &str,
-    credentials: &Map<String, Value>,
-) -> Option<std::result::Result<String, String>> {
-    let text = |k: &str| {
-        credentials
-            .get(k)
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-    };
-    match service {
-        "root_writable" => Some(match text("root") {
-            Some(root) => root_writable(&root),
-            None => Err("no root directory is configured".to_owned()),
-        }),
-        "path_readable" => Some(match text("path") {
-            Some(path) => path_readable(&path),
-            None => Err("no path is configured".to_owned()),
-        }),
-        _ => None,
-    }
-}
-
-/// The storage root exists, is a directory, and a file can be created in it
-/// and removed again.
-fn root_writable(root: &str) -> std::result::Result<String, String> {
-    use std::io::Write as _;
-    let dir = std::path::Path::new(root);
-    if !dir.is_absolute() {
-        return Err("the root directory must be an absolute path".to_owned());
-    }
-    let meta =
-        std::fs::metadata(dir).map_err(|e| format!("the root directory is unusable: {e}"))?;
-    if !meta.is_dir() {
-        return Err("the root is not a directory".to_owned());
-    }
-    let probe = dir.join(format!(
-        ".patchbay-health-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&probe)
-        .map_err(|e| format!("cannot create a file in the root directory: {e}"))?;
-    let written = file.write_all(b"patchbay health check\n");
-    drop(file);
-    let removed = std::fs::remove_file(&probe);
-    written.map_err(|e| format!("cannot write in the root directory: {e}"))?;
-    removed.map_err(|e| format!("cannot remove a file from the root directory: {e}"))?;
-    Ok("the root directory is writable".to_owned())
-}
-
-/// The sync source file (or directory) exists and can be read.
-fn path_readable(path: &str) -> std::result::Result<String, String> {
-    let p = std::path::Path::new(path);
-    let meta = std::fs::metadata(p).map_err(|e| format!("the path is unusable: {e}"))?;
-    if meta.is_dir() {
-        std::fs::read_dir(p).map_err(|e| format!("cannot list the directory: {e}"))?;
-        Ok("the directory is readable".to_owned())
-    } else {
-        std::fs::File::open(p).map_err(|e| format!("cannot open the file: {e}"))?;
-        Ok("the file is readable".to_owned())
-    }
-}
-
 impl Services {
     /// Runs the health check of one integration in `scope` and records the
     /// result (state, event, operation log). Called by the `health.check` job.
@@ -268,28 +201,9 @@ impl Services {
                 format!("`{id}` declares no health operation"),
             )),
             Some(h) if missing.is_empty() => {
-                let values = resolved
-                    .as_ref()
-                    .map(|r| r.values.clone())
-                    .unwrap_or_default();
-                let service = h.service.clone();
-                let timeout = Duration::from_secs(u64::from(h.timeout_secs.clamp(1, 60)));
-                let probe = tokio::task::spawn_blocking(move || provider_probe(&service, &values));
-                match tokio::time::timeout(timeout, probe).await {
-                    Err(_) => {
-                        probed = true;
-                        checks.push(check(
-                            "provider",
-                            CheckStatus::Fail,
-                            format!("`{}` timed out after {} s", h.service, timeout.as_secs()),
-                        ));
-                    }
-                    Ok(Err(e)) => checks.push(check(
-                        "provider",
-                        CheckStatus::Fail,
-                        format!("`{}` crashed: {e}", h.service),
-                    )),
-                    Ok(Ok(None)) => checks.push(check(
+                let version = effective.map(|v| v.id.as_str());
+                match self.natives().get(id, version) {
+                    None => checks.push(check(
                         "provider",
                         CheckStatus::Skip,
                         format!(
@@ -297,11 +211,30 @@ impl Services {
                             h.service
                         ),
                     )),
-                    Ok(Ok(Some(outcome))) => {
+                    Some(connector) => {
                         probed = true;
-                        checks.push(match outcome {
-                            Ok(m) => check("provider", CheckStatus::Pass, m),
-                            Err(m) => check("provider", CheckStatus::Fail, m),
+                        let timeout = Duration::from_secs(u64::from(h.timeout_secs.clamp(1, 60)));
+                        let ctx = patchbay_runtime::CallContext {
+                            integration_id: id.to_owned(),
+                            api_version: version.map(str::to_owned),
+                            credentials: patchbay_runtime::Credentials::new(
+                                resolved.as_ref().map(|r| r.values.clone()).unwrap_or_default(),
+                            ),
+                            config: Map::new(),
+                            deadline: timeout,
+                            correlation_id: None,
+                        };
+                        checks.push(match tokio::time::timeout(timeout, connector.check(&ctx)).await {
+                            Err(_) => check(
+                                "provider",
+                                CheckStatus::Fail,
+                                format!("`{}` timed out after {} s", h.service, timeout.as_secs()),
+                            ),
+                            Ok(Ok(health)) if health.ok => {
+                                check("provider", CheckStatus::Pass, health.message)
+                            }
+                            Ok(Ok(health)) => check("provider", CheckStatus::Fail, health.message),
+                            Ok(Err(e)) => check("provider", CheckStatus::Fail, e.to_string()),
                         });
                     }
                 }

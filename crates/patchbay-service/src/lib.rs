@@ -69,6 +69,8 @@ struct Inner {
     sign_in: users::SignInLimiter,
     /// Bumped whenever a worker of this process has recorded finished jobs.
     job_finishes: tokio::sync::watch::Sender<u64>,
+    /// The connectors compiled into this build.
+    natives: patchbay_runtime::NativeConnectors,
 }
 
 impl Services {
@@ -90,6 +92,7 @@ impl Services {
                 logs,
                 sign_in: users::SignInLimiter::default(),
                 job_finishes: tokio::sync::watch::Sender::new(0),
+                natives: patchbay_runtime::NativeConnectors::builtin(),
             }),
         }
     }
@@ -114,6 +117,11 @@ impl Services {
             .registry
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(registry);
+    }
+
+    /// The native connectors of this build.
+    pub fn natives(&self) -> &patchbay_runtime::NativeConnectors {
+        &self.inner.natives
     }
 
     /// A counter bumped whenever this process's workers finish jobs.

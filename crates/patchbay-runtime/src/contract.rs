@@ -1,0 +1,228 @@
+//! The contract every connector implements, whatever it is made of.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The decrypted credentials of one integration, for one call. `Debug`
+/// never shows them; they are wiped from memory when dropped.
+#[derive(Clone, Default)]
+pub struct Credentials(Map<String, Value>);
+
+impl Credentials {
+    pub fn new(values: Map<String, Value>) -> Credentials {
+        Credentials(values)
+    }
+
+    /// A field's value, for the connector's own use.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.0.get(key)
+    }
+
+    /// A text field.
+    pub fn text(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(Value::as_str)
+    }
+
+    pub fn expose(&self) -> &Map<String, Value> {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("keys", &self.0.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Credentials {
+    fn drop(&mut self) {
+        fn wipe(v: &mut Value) {
+            match v {
+                Value::String(s) => zeroize::Zeroize::zeroize(s),
+                Value::Array(a) => a.iter_mut().for_each(wipe),
+                Value::Object(o) => o.values_mut().for_each(wipe),
+                _ => {}
+            }
+        }
+        self.0.values_mut().for_each(wipe);
+    }
+}
+
+/// What one call may know.
+#[derive(Debug, Clone)]
+pub struct CallContext {
+    pub integration_id: String,
+    /// The API version in effect for the tenant (selected or default);
+    /// `None` when the integration is not versioned.
+    pub api_version: Option<String>,
+    pub credentials: Credentials,
+    /// Non-secret settings of this integration.
+    pub config: Map<String, Value>,
+    /// How long the call may take (the manifest's, within the operator's maximum).
+    pub deadline: Duration,
+    /// Carried into the connector's log lines.
+    pub correlation_id: Option<String>,
+}
+
+/// Why a call failed. The host retries `Transient` (with backoff),
+/// waits out `RateLimited`, and stops on the others.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ConnectorError {
+    /// The input (action input, record, configuration) is not acceptable.
+    #[error("invalid input: {message}")]
+    InvalidInput { message: String },
+    /// The provider refused the credentials.
+    #[error("authentication failed: {message}")]
+    Auth { message: String },
+    /// Too many calls; try again after `retry_after_ms` when given.
+    #[error("rate limited: {message}")]
+    RateLimited {
+        message: String,
+        retry_after_ms: Option<u64>,
+    },
+    /// Worth retrying (network, 5xx, timeout).
+    #[error("temporary failure: {message}")]
+    Transient { message: String },
+    /// Not worth retrying.
+    #[error("{message}")]
+    Fatal { message: String },
+    /// The connector does not implement this operation (or this action, stream).
+    #[error("not supported: {message}")]
+    Unsupported { message: String },
+}
+
+impl ConnectorError {
+    pub fn invalid(message: impl Into<String>) -> ConnectorError {
+        ConnectorError::InvalidInput {
+            message: message.into(),
+        }
+    }
+
+    pub fn fatal(message: impl Into<String>) -> ConnectorError {
+        ConnectorError::Fatal {
+            message: message.into(),
+        }
+    }
+
+    pub fn transient(message: impl Into<String>) -> ConnectorError {
+        ConnectorError::Transient {
+            message: message.into(),
+        }
+    }
+
+    pub fn unsupported(message: impl Into<String>) -> ConnectorError {
+        ConnectorError::Unsupported {
+            message: message.into(),
+        }
+    }
+
+    /// Whether retrying the same call later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            ConnectorError::Transient { .. } | ConnectorError::RateLimited { .. }
+        )
+    }
+}
+
+/// The outcome of `check`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    pub ok: bool,
+    /// One line for people, never a secret.
+    pub message: String,
+}
+
+/// One batch of `read`: records, and where the next batch starts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Batch {
+    pub records: Vec<Value>,
+    /// Persist this after the batch is committed; `None`: the stream is
+    /// exhausted for now (read again later from the last cursor).
+    pub next_cursor: Option<String>,
+}
+
+/// The outcome of `write`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WriteOutcome {
+    pub written: u64,
+    /// Records refused one by one (the others were written), with why.
+    pub failed: Vec<(usize, String)>,
+}
+
+/// An inbound webhook request, as the connector sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookRequest {
+    pub method: String,
+    pub path: String,
+    /// Lower-cased names.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// What `verify_webhook` decided.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WebhookOutcome {
+    Accepted { events: Vec<Value> },
+    Rejected { reason: String },
+}
+
+/// One connector: every kind implements this. Operations a connector does
+/// not have answer [`ConnectorError::Unsupported`].
+#[async_trait::async_trait]
+pub trait Connector: Send + Sync {
+    /// Talks to the provider with the credentials: can it be used?
+    async fn check(&self, ctx: &CallContext) -> Result<Health, ConnectorError>;
+
+    /// The next batch of `stream` after `cursor` (`None`: from the start).
+    async fn read(
+        &self,
+        ctx: &CallContext,
+        stream: &str,
+        cursor: Option<&str>,
+    ) -> Result<Batch, ConnectorError> {
+        let _ = (ctx, cursor);
+        Err(ConnectorError::unsupported(format!(
+            "reading stream `{stream}`"
+        )))
+    }
+
+    /// Writes records to `stream`.
+    async fn write(
+        &self,
+        ctx: &CallContext,
+        stream: &str,
+        records: Vec<Value>,
+    ) -> Result<WriteOutcome, ConnectorError> {
+        let _ = (ctx, records);
+        Err(ConnectorError::unsupported(format!(
+            "writing stream `{stream}`"
+        )))
+    }
+
+    /// Runs an action with JSON input and output.
+    async fn invoke(
+        &self,
+        ctx: &CallContext,
+        action: &str,
+        input: Value,
+    ) -> Result<Value, ConnectorError> {
+        let _ = (ctx, input);
+        Err(ConnectorError::unsupported(format!("action `{action}`")))
+    }
+
+    /// Verifies an inbound webhook and maps it to events.
+    async fn verify_webhook(
+        &self,
+        ctx: &CallContext,
+        request: &WebhookRequest,
+    ) -> Result<WebhookOutcome, ConnectorError> {
+        let _ = (ctx, request);
+        Err(ConnectorError::unsupported("webhooks"))
+    }
+}

@@ -1,0 +1,21 @@
+//! The connector contract: one host-side interface that every connector
+//! kind implements — native Rust code compiled into the binary, WebAssembly
+//! components run by the sandboxed host, Airbyte executables.
+//!
+//! A call carries a [`CallContext`]: the integration id, the tenant's API
+//! version in effect, the decrypted credentials and the configuration of
+//! that one integration — nothing else (no tenant id, no other integration's
+//! data, no store). Errors are typed ([`ConnectorError`]) so the host can
+//! retry, pause or stop rightly.
+//!
+//! * [`contract`] — the trait, the context and the values that cross it.
+//! * [`native`] — the registry of native connectors and the built-in ones.
+
+pub mod contract;
+pub mod native;
+
+pub use contract::{
+    Batch, CallContext, Connector, ConnectorError, Credentials, Health, WebhookOutcome,
+    WebhookRequest, WriteOutcome,
+};
+pub use native::NativeConnectors;
