@@ -101,6 +101,10 @@ fn setup() -> Result<(), String> {
         run(install)
             .map_err(|e| format!("{e}; install {} and run again", missing.join(" and ")))?;
     }
+    // The WebAssembly connector tests build their guests for this target.
+    let mut target = Command::new("rustup");
+    target.args(["target", "add", "wasm32-wasip2"]);
+    run(target).map_err(|e| format!("{e}; install rustup's wasm32-wasip2 target and run again"))?;
     Ok(())
 }
 
