@@ -23,6 +23,25 @@ fn generate() -> Vec<(String, String)> {
     (0..1000)
         .map(|n| {
             let (cat, hub) = categories[n % categories.len()];
+            // Each spoke provides its hub's required actions, and one more.
+            let required: Vec<String> = match hub {
+                "payment_gateways" => vec!["create_session", "capture", "refund", "get_status"],
+                "shipping_carriers" => vec!["get_rates", "create_shipment", "track"],
+                "communication_channels" => vec!["send_message"],
+                "notification_providers" => vec!["send"],
+                "storage_providers" => vec!["put", "get", "delete", "list"],
+                _ => vec![],
+            }
+            .into_iter()
+            .map(|a| format!("\"{a}\""))
+            .collect();
+            let member_actions = required.join(", ");
+            let actions = required
+                .iter()
+                .map(String::as_str)
+                .chain(["\"status\""])
+                .collect::<Vec<_>>()
+                .join(", ");
             let path = format!("connectors/gen_{n}/patchbay.toml");
             let text = if n % 5 == 0 {
                 let mut t = format!(
@@ -31,13 +50,13 @@ fn generate() -> Vec<(String, String)> {
                 for m in 0..4 {
                     let _ = write!(
                         t,
-                        "\n[[integrations]]\nid = \"bundle_{n}_m{m}\"\ntitle = \"Bundle {n} member {m}\"\ndescription = \"Member {m}.\"\ncategory = \"{cat}\"\nhub = \"{hub}\"\nprovider_key = \"gen_{n}_{m}\"\ntags = [\"generated\", \"member\"]\nnetwork_hosts = [\"{{apiUrl}}\"]\ncapabilities = {{ direction = \"bidirectional\", streams = [\"items\", \"orders\"] }}\n"
+                        "\n[[integrations]]\nid = \"bundle_{n}_m{m}\"\ntitle = \"Bundle {n} member {m}\"\ndescription = \"Member {m}.\"\ncategory = \"{cat}\"\nhub = \"{hub}\"\nprovider_key = \"gen_{n}_{m}\"\ntags = [\"generated\", \"member\"]\nnetwork_hosts = [\"{{apiUrl}}\"]\ncapabilities = {{ direction = \"bidirectional\", streams = [\"items\", \"orders\"], actions = [{member_actions}] }}\n"
                     );
                 }
                 t
             } else {
                 format!(
-                    "[integration]\nid = \"gen_{n}\"\ntitle = \"Generated {n}\"\ndescription = \"Generated integration {n} for benchmarking.\"\ncategory = \"{cat}\"\nhub = \"{hub}\"\nprovider_key = \"gen_{n}\"\nversion = \"0.{n}.1\"\ndocs_url = \"https://docs.example.com/{n}\"\ntags = [\"generated\", \"bench\", \"t{n}\"]\nnetwork_hosts = [\"api{n}.example.com\", \"*.example.net\"]\n\n[integration.capabilities]\ndirection = \"outbound\"\nactions = [\"send\", \"status\"]\n\n[[integration.api_versions]]\nid = \"v2\"\nlabel = \"v2\"\nstatus = \"stable\"\ndefault = true\n\n[[integration.api_versions]]\nid = \"v1\"\nlabel = \"v1\"\nstatus = \"deprecated\"\nsunset_at = 2027-01-01\n\n[[integration.credentials.fields]]\nkey = \"secretKey\"\nlabel = \"Secret Key\"\ntype = \"secret\"\nrequired = true\n\n[[integration.credentials.fields]]\nkey = \"mode\"\nlabel = \"Mode\"\ntype = \"select\"\noptions = [{{ value = \"live\", label = \"Live\" }}, {{ value = \"test\", label = \"Test\" }}]\n"
+                    "[integration]\nid = \"gen_{n}\"\ntitle = \"Generated {n}\"\ndescription = \"Generated integration {n} for benchmarking.\"\ncategory = \"{cat}\"\nhub = \"{hub}\"\nprovider_key = \"gen_{n}\"\nversion = \"0.{n}.1\"\ndocs_url = \"https://docs.example.com/{n}\"\ntags = [\"generated\", \"bench\", \"t{n}\"]\nnetwork_hosts = [\"api{n}.example.com\", \"*.example.net\"]\n\n[integration.capabilities]\ndirection = \"outbound\"\nactions = [{actions}]\n\n[[integration.api_versions]]\nid = \"v2\"\nlabel = \"v2\"\nstatus = \"stable\"\ndefault = true\n\n[[integration.api_versions]]\nid = \"v1\"\nlabel = \"v1\"\nstatus = \"deprecated\"\nsunset_at = 2027-01-01\n\n[[integration.credentials.fields]]\nkey = \"secretKey\"\nlabel = \"Secret Key\"\ntype = \"secret\"\nrequired = true\n\n[[integration.credentials.fields]]\nkey = \"mode\"\nlabel = \"Mode\"\ntype = \"select\"\noptions = [{{ value = \"live\", label = \"Live\" }}, {{ value = \"test\", label = \"Test\" }}]\n"
                 )
             };
             (path, text)

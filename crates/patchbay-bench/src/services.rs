@@ -142,7 +142,7 @@ pub(crate) fn big_registry() -> anyhow::Result<Registry> {
             (
                 format!("connectors/gen_{n}/patchbay.toml"),
                 format!(
-                    "[integration]\nid = \"gen_{n}\"\ntitle = \"Generated {n}\"\ndescription = \"Generated integration {n}.\"\ncategory = \"payment\"\nhub = \"payment_gateways\"\nprovider_key = \"gen_{n}\"\ntags = [\"generated\"]\ncapabilities = {{ direction = \"outbound\", actions = [\"pay\"] }}\n\n[[integration.credentials.fields]]\nkey = \"apiKey\"\nlabel = \"API key\"\ntype = \"secret\"\nrequired = true\n"
+                    "[integration]\nid = \"gen_{n}\"\ntitle = \"Generated {n}\"\ndescription = \"Generated integration {n}.\"\ncategory = \"payment\"\nhub = \"payment_gateways\"\nprovider_key = \"gen_{n}\"\ntags = [\"generated\"]\ncapabilities = {{ direction = \"outbound\", actions = [\"create_session\", \"capture\", \"refund\", \"get_status\"] }}\n\n[[integration.credentials.fields]]\nkey = \"apiKey\"\nlabel = \"API key\"\ntype = \"secret\"\nrequired = true\n"
                 ),
             )
         })

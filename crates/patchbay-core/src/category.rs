@@ -136,6 +136,21 @@ impl Hub {
     }
 }
 
+impl Hub {
+    /// The actions every spoke of this hub must provide: the hub's contract
+    /// (data sync and webhook endpoints work through streams and webhooks).
+    pub fn required_actions(self) -> &'static [&'static str] {
+        match self {
+            Hub::PaymentGateways => &["create_session", "capture", "refund", "get_status"],
+            Hub::ShippingCarriers => &["get_rates", "create_shipment", "track"],
+            Hub::CommunicationChannels => &["send_message"],
+            Hub::NotificationProviders => &["send"],
+            Hub::StorageProviders => &["put", "get", "delete", "list"],
+            Hub::DataSync | Hub::WebhookEndpoints => &[],
+        }
+    }
+}
+
 impl std::fmt::Display for Hub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())

@@ -497,6 +497,17 @@ fn check_integration(i: &Integration) -> Vec<(String, String)> {
             ),
         ));
     }
+    for action in i.hub.required_actions() {
+        if !i.capabilities.actions.iter().any(|a| a == action) {
+            p.push((
+                "capabilities.actions".to_owned(),
+                format!(
+                    "hub `{}` requires action `{action}`, which `{}` does not provide",
+                    i.hub, i.id
+                ),
+            ));
+        }
+    }
     if let Err(e) = text::check_id(&i.provider_key) {
         p.push(("provider_key".to_owned(), e));
     }

@@ -17,7 +17,7 @@ network_hosts = ["api.stripe.com"]
 
 [integration.capabilities]
 direction = "bidirectional"
-actions = ["create_session", "refund"]
+actions = ["create_session", "capture", "refund", "get_status"]
 webhooks = { scheme = "stripe" }
 
 [[integration.api_versions]]
@@ -439,14 +439,59 @@ fn malformed_values_are_refused() {
         &[(
             S,
             &stripe_with(
-                r#"actions = ["create_session", "refund"]"#,
-                r#"actions = ["refund", "refund"]"#,
+                r#"actions = ["create_session", "capture", "refund", "get_status"]"#,
+                r#"actions = ["create_session", "capture", "refund", "get_status", "refund"]"#,
             ),
         )],
         S,
-        "integration.capabilities.actions[1]",
+        "integration.capabilities.actions[4]",
         "duplicate entry",
     );
+}
+
+#[test]
+fn a_spoke_missing_one_of_its_hubs_actions_is_refused_naming_the_action() {
+    refuse(
+        &[(
+            S,
+            &stripe_with(
+                r#"actions = ["create_session", "capture", "refund", "get_status"]"#,
+                r#"actions = ["create_session", "refund", "get_status"]"#,
+            ),
+        )],
+        S,
+        "integration.capabilities.actions",
+        "hub `payment_gateways` requires action `capture`, which `gateway_stripe` does not provide",
+    );
+    // The built-in catalog honours every hub's contract.
+    let files: Vec<(String, String)> =
+        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../../connectors"))
+            .unwrap()
+            .map(|e| e.unwrap().path().join("patchbay.toml"))
+            .filter(|p| p.is_file())
+            .map(|p| {
+                (
+                    p.display().to_string(),
+                    std::fs::read_to_string(&p).unwrap(),
+                )
+            })
+            .collect();
+    let reg = Registry::load(
+        files
+            .iter()
+            .map(|(path, text)| ManifestSource { path, text }),
+    )
+    .unwrap();
+    assert!(reg.integrations().len() >= 15);
+    for i in reg.integrations() {
+        for action in i.hub.required_actions() {
+            assert!(
+                i.capabilities.actions.iter().any(|a| a == action),
+                "{}: {action}",
+                i.id
+            );
+        }
+    }
 }
 
 #[test]

@@ -315,7 +315,7 @@ fn catalog_check_names_the_file_and_field_of_a_bad_manifest() {
     let good = dir.path().join("good.toml");
     std::fs::write(
         &good,
-        "[integration]\nid = \"notification_example\"\ntitle = \"Example\"\ndescription = \"x\"\ncategory = \"notification\"\nhub = \"notification_providers\"\nprovider_key = \"example\"\ncapabilities = { direction = \"outbound\" }\n",
+        "[integration]\nid = \"notification_example\"\ntitle = \"Example\"\ndescription = \"x\"\ncategory = \"notification\"\nhub = \"notification_providers\"\nprovider_key = \"example\"\ncapabilities = { direction = \"outbound\", actions = [\"send\"] }\n",
     )
     .unwrap();
     let out = run(patchbay(&["catalog", "check", "good.toml"], dir.path()));
