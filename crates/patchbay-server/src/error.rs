@@ -14,6 +14,42 @@ use serde::Serialize;
 /// Every error code: (code, HTTP status, title, when it happens).
 pub const CODES: &[(&str, u16, &str, &str)] = &[
     (
+        "integration_not_enabled",
+        409,
+        "The integration is not enabled",
+        "Actions run only on an integration enabled in the caller's scope.",
+    ),
+    (
+        "connector_auth_failed",
+        502,
+        "The provider refused the credentials",
+        "The connector reached the provider, which refused the saved credentials; update them.",
+    ),
+    (
+        "connector_rate_limited",
+        429,
+        "The provider is rate-limiting",
+        "The provider asked to slow down; retry after `Retry-After` seconds when given.",
+    ),
+    (
+        "connector_unavailable",
+        503,
+        "The provider is temporarily unavailable",
+        "A temporary failure (network, provider error, timeout); retrying later may succeed.",
+    ),
+    (
+        "connector_failed",
+        502,
+        "The connector failed",
+        "The connector or the provider failed the call; retrying will not help without a change.",
+    ),
+    (
+        "action_unsupported",
+        501,
+        "The action has no implementation here",
+        "The integration declares the action, but this build has no connector implementing it.",
+    ),
+    (
         "invalid_query",
         400,
         "Invalid query parameter",
@@ -276,6 +312,14 @@ impl From<ServiceError> for ApiError {
                 )
             },
             ServiceError::Unavailable(m) => ApiError::new("not_ready", m),
+            ServiceError::Connector {
+                code,
+                message,
+                retry_after_secs,
+            } => ApiError {
+                retry_after: retry_after_secs,
+                ..ApiError::new(code, message)
+            },
             // Already logged by the service.
             ServiceError::Internal(m) => ApiError::new("internal", m),
         }

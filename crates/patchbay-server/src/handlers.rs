@@ -290,6 +290,18 @@ pub async fn set_state(
     ok(&state.services().set_state(&caller, &id, input).await?)
 }
 
+pub async fn invoke_action(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path((id, action)): Path<(String, String)>,
+    Json(input): Json<serde_json::Map<String, serde_json::Value>>,
+) -> ApiResult<Response> {
+    ok(&state
+        .services()
+        .invoke_action(&caller, &id, &action, serde_json::Value::Object(input))
+        .await?)
+}
+
 pub async fn principal(
     State(state): State<AppState>,
     Authed(caller): Authed,

@@ -16,7 +16,9 @@ fn server() -> TestServer {
 
 /// A concrete path for a route, with ids that exist.
 fn concrete(path: &str, tenant: &str, token_id: &str) -> String {
-    let path = path.replace("{name}", "jobs.prune");
+    let path = path
+        .replace("{name}", "jobs.prune")
+        .replace("{action}", "capture");
     let id = if path.starts_with("/api/jobs") {
         "1"
     } else if path.starts_with("/api/bundles") {
@@ -39,6 +41,7 @@ fn body(operation: &str, n: usize, tenant: &str) -> Option<Value> {
         "setBundleState" => json!({ "enabled": false }),
         "putSettings" => json!({ "logRetentionDays": 30, "errorLogRetentionDays": 90 }),
         "updateSchedule" => json!({ "enabled": true }),
+        "invokeAction" => json!({}),
         "createTenant" => json!({ "slug": format!("t-{n}"), "name": "T" }),
         "createOrganization" => json!({ "slug": format!("o-{n}"), "name": "O" }),
         "createToken" => {

@@ -61,6 +61,15 @@ pub enum ServiceError {
     /// The database is unreachable.
     #[error("{0}")]
     Unavailable(String),
+    /// A connector (or the provider behind it) failed the call: `code` is
+    /// one of `connector_auth_failed`, `connector_rate_limited`,
+    /// `connector_unavailable`, `connector_failed`, `action_unsupported`.
+    #[error("{message}")]
+    Connector {
+        code: &'static str,
+        message: String,
+        retry_after_secs: Option<u64>,
+    },
     /// An unexpected failure; the cause was logged.
     #[error("{0}")]
     Internal(String),
@@ -98,7 +107,9 @@ impl ServiceError {
             ServiceError::Invalid { .. } => "invalid",
             ServiceError::Conflict { .. } => "refused",
             ServiceError::RateLimited { .. } => "rate_limited",
-            ServiceError::Unavailable(_) | ServiceError::Internal(_) => "failed",
+            ServiceError::Unavailable(_)
+            | ServiceError::Internal(_)
+            | ServiceError::Connector { .. } => "failed",
         }
     }
 }

@@ -26,6 +26,7 @@
 //!   (`Store::apply`); refused calls are audited too.
 //! * Plaintext secrets exist only in memory, between decryption and use.
 
+pub mod actions;
 pub mod audit;
 pub mod auth;
 pub mod clock;
