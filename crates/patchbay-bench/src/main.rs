@@ -17,6 +17,7 @@ use serde::Serialize;
 mod jobs;
 mod panel;
 mod registry;
+mod runtime;
 mod services;
 mod startup;
 
@@ -113,6 +114,7 @@ const SCENARIOS: &[&str] = &[
     "panel",
     "jobs",
     "jobs_pg",
+    "runtime",
 ];
 
 fn main() -> anyhow::Result<()> {
@@ -154,6 +156,7 @@ fn main() -> anyhow::Result<()> {
                 bin.as_deref()
                     .context("the jobs_pg scenario needs --bin <release patchbay binary>")?,
             )?),
+            "runtime" => figures.extend(runtime::run(&runtime()?)?),
             _ => unreachable!("checked above"),
         }
     }
