@@ -114,6 +114,20 @@ impl ServiceError {
     }
 }
 
+/// The page size of a listing: 1-200, 50 when absent; out of range is a
+/// field error.
+pub(crate) fn page_limit(limit: Option<u32>, errors: &mut Vec<FieldError>) -> u32 {
+    let limit = limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        errors.push(FieldError::new(
+            "limit",
+            "out_of_range",
+            "must be between 1 and 200",
+        ));
+    }
+    limit
+}
+
 impl From<patchbay_store::StoreError> for ServiceError {
     fn from(e: patchbay_store::StoreError) -> Self {
         use patchbay_store::StoreError as E;

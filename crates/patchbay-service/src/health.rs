@@ -253,8 +253,11 @@ impl Services {
                 .and_then(|s| s.last_health.as_deref())
                 .and_then(|h| serde_json::from_str::<HealthResult>(h).ok())
             && previous.status == HealthStatus::Healthy
-            && let Some(record) = self.credential_record(scope, id, owner.fallback).await?
-            && record > previous.checked_at
+            && let Some(changed) = self
+                .credential_summary(scope, id, owner.fallback)
+                .await?
+                .updated_at
+            && changed > previous.checked_at
         {
             checks.push(check(
                 "drift",
@@ -276,22 +279,6 @@ impl Services {
         };
         self.record_health(scope, id, &result).await?;
         Ok(result)
-    }
-
-    /// When the credentials an integration uses last changed.
-    async fn credential_record(
-        &self,
-        scope: &Scope,
-        id: &str,
-        fallback: Option<&str>,
-    ) -> Result<Option<Timestamp>> {
-        let ids: Vec<&str> = std::iter::once(id).chain(fallback).collect();
-        Ok(self
-            .store()
-            .find_credentials(scope, &ids)
-            .await?
-            .first()
-            .map(|r| r.updated_at))
     }
 
     /// Stores the result on the state (compare-and-set, retried), with its

@@ -533,7 +533,7 @@ impl Services {
         })
     }
 
-    async fn credential_summary(
+    pub(crate) async fn credential_summary(
         &self,
         scope: &Scope,
         id: &str,

@@ -352,14 +352,7 @@ impl Services {
                 parsed
             }
         };
-        let limit = q.limit.unwrap_or(50);
-        if !(1..=200).contains(&limit) {
-            errors.push(FieldError::new(
-                "limit",
-                "out_of_range",
-                "must be between 1 and 200",
-            ));
-        }
+        let limit = crate::error::page_limit(q.limit, &mut errors);
         let tenant = match (scope, q.tenant_id.as_deref()) {
             (_, None) => None,
             (Some(_), Some(_)) => {

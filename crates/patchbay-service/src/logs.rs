@@ -444,14 +444,7 @@ impl Services {
                 None
             }),
         };
-        let limit = q.limit.unwrap_or(50);
-        if !(1..=200).contains(&limit) {
-            errors.push(FieldError::new(
-                "limit",
-                "out_of_range",
-                "must be between 1 and 200",
-            ));
-        }
+        let limit = crate::error::page_limit(q.limit, &mut errors);
         let offset = match q.page {
             None => None,
             Some(0) => {

@@ -33,6 +33,41 @@ pub enum Backend {
 }
 
 pub async fn harness(backend: Backend) -> Option<Harness> {
+    let clock = Arc::new(FixedClock::new(Timestamp::from_micros(
+        NOV_1_2026 * 1_000_000,
+    )));
+    let h = open(backend, clock.clone(), clock.now_ts()).await?;
+    Some(Harness {
+        services: h.services,
+        store: h.store,
+        clock,
+        admin: h.admin,
+        a: h.a,
+        b: h.b,
+        key_file: h.key_file,
+        config: h.config,
+        dir: h.dir,
+    })
+}
+
+struct Opened {
+    services: Services,
+    store: Arc<dyn Store>,
+    admin: Caller,
+    a: Caller,
+    b: Caller,
+    key_file: PathBuf,
+    config: DatabaseConfig,
+    dir: tempfile::TempDir,
+}
+
+/// A fresh database on `backend`, the built-in catalog, a key file, a
+/// platform admin and the two tenants.
+async fn open(
+    backend: Backend,
+    clock: Arc<dyn patchbay_service::Clock>,
+    now: Timestamp,
+) -> Option<Opened> {
     let dir = tempfile::tempdir().unwrap();
     let config = match backend {
         Backend::Sqlite => DatabaseConfig::from_settings(dir.path(), None).unwrap(),
@@ -41,18 +76,15 @@ pub async fn harness(backend: Backend) -> Option<Harness> {
         },
     };
     let store = patchbay_store::connect(&config).await.unwrap();
-    let clock = Arc::new(FixedClock::new(Timestamp::from_micros(
-        NOV_1_2026 * 1_000_000,
-    )));
     let key_file = dir.path().join("master.key");
-    let keys = KeyManager::open(KeySource::File(key_file.clone()), &*store, clock.now_ts())
+    let keys = KeyManager::open(KeySource::File(key_file.clone()), &*store, now)
         .await
         .unwrap();
     let services = Services::new(
         store.clone(),
         patchbay_connectors::builtin_registry().unwrap(),
         keys,
-        clock.clone(),
+        clock,
     );
     let bootstrap = services
         .bootstrap_admin_token()
@@ -65,10 +97,9 @@ pub async fn harness(backend: Backend) -> Option<Harness> {
         .unwrap();
     let a = tenant_caller(&services, &admin, "acme").await;
     let b = tenant_caller(&services, &admin, "globex").await;
-    Some(Harness {
+    Some(Opened {
         services,
         store,
-        clock,
         admin,
         a,
         b,
@@ -189,42 +220,20 @@ pub struct Live {
 }
 
 pub async fn live(backend: Backend) -> Option<Live> {
-    let dir = tempfile::tempdir().unwrap();
-    let config = match backend {
-        Backend::Sqlite => DatabaseConfig::from_settings(dir.path(), None).unwrap(),
-        Backend::Postgres => DatabaseConfig::Postgres {
-            url: patchbay_testkit::postgres()?.fresh_database(),
-        },
-    };
-    let store = patchbay_store::connect(&config).await.unwrap();
-    let keys = KeyManager::open(
-        KeySource::File(dir.path().join("master.key")),
-        &*store,
+    let h = open(
+        backend,
+        Arc::new(patchbay_service::SystemClock),
         Timestamp::now(),
     )
-    .await
-    .unwrap();
-    let services = Services::new(
-        store.clone(),
-        patchbay_connectors::builtin_registry().unwrap(),
-        keys,
-        Arc::new(patchbay_service::SystemClock),
-    );
-    let bootstrap = services.bootstrap_admin_token().await.unwrap().unwrap();
-    let admin = services
-        .authenticate(bootstrap.expose_secret())
-        .await
-        .unwrap();
-    let a = tenant_caller(&services, &admin, "acme").await;
-    let b = tenant_caller(&services, &admin, "globex").await;
+    .await?;
     Some(Live {
-        services,
-        store,
-        admin,
-        a,
-        b,
-        config,
-        dir,
+        services: h.services,
+        store: h.store,
+        admin: h.admin,
+        a: h.a,
+        b: h.b,
+        config: h.config,
+        dir: h.dir,
     })
 }
 
