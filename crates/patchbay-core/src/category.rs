@@ -122,6 +122,36 @@ pub enum Hub {
 }
 
 impl Hub {
+    /// Every hub, in the order of [`Category::ALL`].
+    pub const ALL: [Hub; 7] = [
+        Hub::PaymentGateways,
+        Hub::ShippingCarriers,
+        Hub::CommunicationChannels,
+        Hub::NotificationProviders,
+        Hub::StorageProviders,
+        Hub::DataSync,
+        Hub::WebhookEndpoints,
+    ];
+
+    /// The category whose spokes implement this hub.
+    pub fn category(self) -> Category {
+        match self {
+            Hub::PaymentGateways => Category::Payment,
+            Hub::ShippingCarriers => Category::Shipping,
+            Hub::CommunicationChannels => Category::Communication,
+            Hub::NotificationProviders => Category::Notification,
+            Hub::StorageProviders => Category::Storage,
+            Hub::DataSync => Category::DataSync,
+            Hub::WebhookEndpoints => Category::Webhook,
+        }
+    }
+
+    /// The contract of this hub: its actions with their input and output
+    /// schemas (see [`crate::hub_contract`]).
+    pub fn contract(self) -> &'static crate::hub_contract::HubContract {
+        crate::hub_contract::contract(self)
+    }
+
     /// The identifier used in manifests and the API.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -137,8 +167,10 @@ impl Hub {
 }
 
 impl Hub {
-    /// The actions every spoke of this hub must provide: the hub's contract
-    /// (data sync and webhook endpoints work through streams and webhooks).
+    /// The actions every spoke of this hub must provide (data sync and
+    /// webhook endpoints work through streams and webhooks). Their input and
+    /// output schemas, and the hub's optional actions, are in
+    /// [`Hub::contract`].
     pub fn required_actions(self) -> &'static [&'static str] {
         match self {
             Hub::PaymentGateways => &["create_session", "capture", "refund", "get_status"],
@@ -180,5 +212,9 @@ mod tests {
         unique.sort();
         unique.dedup();
         assert_eq!(hubs.len(), unique.len());
+        assert_eq!(hubs, Hub::ALL);
+        for hub in Hub::ALL {
+            assert!(hub.category().hubs().contains(&hub), "{hub}");
+        }
     }
 }

@@ -15,6 +15,8 @@
 pub mod category;
 pub mod credentials;
 pub mod date;
+pub mod hub_contract;
+pub mod json_schema;
 pub mod manifest;
 pub mod registry;
 pub mod schedule;
@@ -26,8 +28,8 @@ pub mod version;
 
 pub use category::{Category, Hub};
 pub use manifest::{
-    Bundle, Capabilities, Direction, HealthCheck, HostRule, Integration, Manifest, WebhookScheme,
-    Webhooks,
+    Bundle, Capabilities, Direction, HealthCheck, HostRule, Integration, Manifest, RuntimeKind,
+    RuntimeSpec, WebhookScheme, Webhooks,
 };
 pub use registry::{CatalogError, CatalogErrors, CatalogQuery, Entry, ManifestSource, Registry};
 pub use schedule::{Schedule, ScheduleError};

@@ -74,6 +74,54 @@ pub struct Integration {
     /// The hosts the connector may call; everything else is refused by the runtime.
     #[serde(default)]
     pub network_hosts: Vec<HostRule>,
+    /// What runs the connector; absent: a native connector of this build.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<RuntimeSpec>,
+}
+
+/// How an integration's connector runs.
+///
+/// ```toml
+/// [integration.runtime]
+/// kind = "wasm"
+/// component = "dist/acme_notify.wasm"   # relative to the manifest's folder
+/// deadline_secs = 10                    # per call; the operator's maximum wins
+/// memory_mib = 64                       # per call; the operator's maximum wins
+///
+/// [integration.runtime.components]      # optional: one component per API version
+/// "2024-06-20" = "dist/acme_notify_2024.wasm"
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, rename_all(serialize = "camelCase"))]
+pub struct RuntimeSpec {
+    pub kind: RuntimeKind,
+    /// The WebAssembly component (kind `wasm`) for every API version without its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component: Option<String>,
+    /// Components for particular API versions.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub components: std::collections::BTreeMap<String, String>,
+    /// How long one call may run (1-300 s; default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_secs: Option<u32>,
+    /// How much linear memory one call may use (1-4096 MiB; default 64).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<u32>,
+}
+
+impl RuntimeSpec {
+    pub const DEFAULT_DEADLINE_SECS: u32 = 10;
+    pub const DEFAULT_MEMORY_MIB: u32 = 64;
+}
+
+/// What a connector is made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RuntimeKind {
+    /// Rust code compiled into the binary.
+    Native,
+    /// A WebAssembly component run in the sandbox.
+    Wasm,
 }
 
 /// A bundle: one package contributing several integrations that share one set
@@ -511,6 +559,9 @@ fn check_integration(i: &Integration) -> Vec<(String, String)> {
     if let Err(e) = text::check_id(&i.provider_key) {
         p.push(("provider_key".to_owned(), e));
     }
+    if let Some(r) = &i.runtime {
+        p.extend(check_runtime(r, i));
+    }
     p.extend(crate::version::check(&i.api_versions));
     for (list, name) in [
         (&i.capabilities.streams, "streams"),
@@ -527,6 +578,96 @@ fn check_integration(i: &Integration) -> Vec<(String, String)> {
                 ));
             }
         }
+    }
+    p
+}
+
+/// A component path: relative, inside the manifest's folder, a `.wasm` file.
+fn check_component_path(path: &str) -> Result<(), String> {
+    let ok = !path.is_empty()
+        && !path.starts_with('/')
+        && !path.contains('\\')
+        && path
+            .split('/')
+            .all(|part| !part.is_empty() && part != "." && part != "..")
+        && std::path::Path::new(path)
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("wasm"));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{path}` must be a relative path to a .wasm file inside the manifest's folder (no `..`)"
+        ))
+    }
+}
+
+fn check_runtime(r: &RuntimeSpec, i: &Integration) -> Vec<(String, String)> {
+    let mut p = Vec::new();
+    match r.kind {
+        RuntimeKind::Native => {
+            if r.component.is_some() || !r.components.is_empty() {
+                p.push((
+                    "runtime.component".to_owned(),
+                    "a native connector has no component; use kind = \"wasm\"".to_owned(),
+                ));
+            }
+        }
+        RuntimeKind::Wasm => {
+            if r.component.is_none() && r.components.is_empty() {
+                p.push((
+                    "runtime.component".to_owned(),
+                    "a wasm connector needs `component` (or `components` per API version)"
+                        .to_owned(),
+                ));
+            }
+            if let Some(c) = &r.component
+                && let Err(e) = check_component_path(c)
+            {
+                p.push(("runtime.component".to_owned(), e));
+            }
+            for (version, c) in &r.components {
+                if let Err(e) = check_component_path(c) {
+                    p.push((format!("runtime.components.{version}"), e));
+                }
+                if !i.api_versions.iter().any(|v| &v.id == version) {
+                    p.push((
+                        format!("runtime.components.{version}"),
+                        format!("`{version}` is not one of the integration's api_versions"),
+                    ));
+                }
+            }
+            if r.component.is_none()
+                && let Some(v) = i
+                    .api_versions
+                    .iter()
+                    .find(|v| !r.components.contains_key(&v.id))
+            {
+                p.push((
+                    "runtime.components".to_owned(),
+                    format!(
+                        "API version `{}` has no component and there is no default `component`",
+                        v.id
+                    ),
+                ));
+            }
+        }
+    }
+    if let Some(d) = r.deadline_secs
+        && !(1..=300).contains(&d)
+    {
+        p.push((
+            "runtime.deadline_secs".to_owned(),
+            format!("{d} is outside 1-300 seconds"),
+        ));
+    }
+    if let Some(m) = r.memory_mib
+        && !(1..=4096).contains(&m)
+    {
+        p.push((
+            "runtime.memory_mib".to_owned(),
+            format!("{m} is outside 1-4096 MiB"),
+        ));
     }
     p
 }

@@ -688,3 +688,104 @@ fn the_catalog_serializes_as_camel_case_json() {
     assert_eq!(json["networkHosts"][0], "api.stripe.com");
     assert_eq!(json["capabilities"]["webhooks"]["scheme"], "stripe");
 }
+
+/// STRIPE with a runtime table inserted before its capabilities.
+fn stripe_runtime(table: &str) -> String {
+    stripe_with(
+        "[integration.capabilities]",
+        &format!("{table}\n[integration.capabilities]"),
+    )
+}
+
+#[test]
+fn a_wasm_runtime_is_parsed_with_its_limits() {
+    let text = stripe_runtime(
+        "[integration.runtime]\nkind = \"wasm\"\ncomponent = \"dist/stripe.wasm\"\ndeadline_secs = 20\nmemory_mib = 32\n[integration.runtime.components]\n\"2023-10-16\" = \"dist/stripe_2023.wasm\"\n",
+    );
+    let reg = load(&[(S, &text)]).unwrap();
+    let runtime = reg
+        .integration("gateway_stripe")
+        .unwrap()
+        .runtime
+        .clone()
+        .unwrap();
+    assert_eq!(runtime.kind, patchbay_core::RuntimeKind::Wasm);
+    assert_eq!(runtime.component.as_deref(), Some("dist/stripe.wasm"));
+    assert_eq!(runtime.components["2023-10-16"], "dist/stripe_2023.wasm");
+    assert_eq!(
+        (runtime.deadline_secs, runtime.memory_mib),
+        (Some(20), Some(32))
+    );
+}
+
+#[test]
+fn bad_runtimes_are_refused_naming_the_field() {
+    let wasm =
+        |rest: &str| stripe_runtime(&format!("[integration.runtime]\nkind = \"wasm\"\n{rest}"));
+    refuse(
+        &[(S, &wasm(""))],
+        S,
+        "integration.runtime.component",
+        "needs `component`",
+    );
+    refuse(
+        &[(S, &wasm("component = \"../../etc/x.wasm\"\n"))],
+        S,
+        "integration.runtime.component",
+        "no `..`",
+    );
+    refuse(
+        &[(S, &wasm("component = \"/abs/x.wasm\"\n"))],
+        S,
+        "integration.runtime.component",
+        "relative path",
+    );
+    refuse(
+        &[(S, &wasm("component = \"x.wasm\"\ndeadline_secs = 0\n"))],
+        S,
+        "integration.runtime.deadline_secs",
+        "outside 1-300",
+    );
+    refuse(
+        &[(S, &wasm("component = \"x.wasm\"\nmemory_mib = 100000\n"))],
+        S,
+        "integration.runtime.memory_mib",
+        "outside 1-4096",
+    );
+    refuse(
+        &[(
+            S,
+            &wasm("[integration.runtime.components]\n\"1999-01-01\" = \"old.wasm\"\n"),
+        )],
+        S,
+        "integration.runtime.components.1999-01-01",
+        "not one of the integration's api_versions",
+    );
+    refuse(
+        &[(
+            S,
+            &wasm("[integration.runtime.components]\n\"2024-12-18\" = \"new.wasm\"\n"),
+        )],
+        S,
+        "integration.runtime.components",
+        "`2023-10-16` has no component",
+    );
+    refuse(
+        &[(
+            S,
+            &stripe_runtime("[integration.runtime]\nkind = \"native\"\ncomponent = \"x.wasm\"\n"),
+        )],
+        S,
+        "integration.runtime.component",
+        "native connector has no component",
+    );
+    refuse(
+        &[(
+            S,
+            &stripe_runtime("[integration.runtime]\nkind = \"lua\"\n"),
+        )],
+        S,
+        "integration.runtime.kind",
+        "unknown variant",
+    );
+}
