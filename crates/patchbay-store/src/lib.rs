@@ -22,6 +22,7 @@ mod postgres;
 mod sql;
 mod sqlite;
 mod statements;
+pub mod usage;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -34,6 +35,7 @@ pub use jobs::{
     JobQuery, JobRecord, JobStatus, JobStore, NewJob, ScheduleRecord,
 };
 pub use model::*;
+pub use usage::{UsageCounts, UsageQuery, UsageRecord, UsageStore};
 
 /// Which database a store runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,7 +170,7 @@ pub async fn connect_for_admin(config: &DatabaseConfig) -> Result<Arc<dyn Store>
 ///
 /// Methods taking a [`Scope`] only ever see rows of that scope.
 #[async_trait::async_trait]
-pub trait Store: JobStore + Send + Sync + std::fmt::Debug + 'static {
+pub trait Store: JobStore + UsageStore + Send + Sync + std::fmt::Debug + 'static {
     fn backend(&self) -> Backend;
 
     /// Checks that the database answers and reports the migration versions.

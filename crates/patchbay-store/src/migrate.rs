@@ -62,6 +62,11 @@ pub const SQLITE: &[Migration] = &[
         name: "failing_index",
         sql: include_str!("../migrations/sqlite/0006_failing_index.sql"),
     },
+    Migration {
+        version: 7,
+        name: "usage",
+        sql: include_str!("../migrations/sqlite/0007_usage.sql"),
+    },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -94,6 +99,11 @@ pub const POSTGRES: &[Migration] = &[
         version: 6,
         name: "failing_index",
         sql: include_str!("../migrations/postgres/0006_failing_index.sql"),
+    },
+    Migration {
+        version: 7,
+        name: "usage",
+        sql: include_str!("../migrations/postgres/0007_usage.sql"),
     },
 ];
 

@@ -90,6 +90,8 @@ conformance!(
     schedules_fire_once_per_period,
     concurrent_claims_never_take_a_job_twice,
     enqueues_wake_workers_across_processes,
+    usage_is_added_per_hour_and_read_within_scope,
+    concurrent_usage_batches_add_up_across_processes,
 );
 
 fn t(us: i64) -> Timestamp {
@@ -2296,6 +2298,195 @@ async fn enqueues_wake_workers_across_processes(f: Fixture) {
                 std::time::Instant::now() < deadline,
                 "no wake-up through LISTEN/NOTIFY"
             );
+        }
+    }
+}
+
+const HOUR: i64 = usage::HOUR_MICROS;
+
+fn counts(calls: i64, errors: i64, duration_ms: i64, input: i64, output: i64) -> UsageCounts {
+    UsageCounts {
+        calls,
+        errors,
+        duration_ms,
+        input_bytes: input,
+        output_bytes: output,
+    }
+}
+
+fn usage_row(scope: &Scope, integration: &str, at: Timestamp, c: UsageCounts) -> UsageRecord {
+    UsageRecord {
+        scope: scope.clone(),
+        integration_id: integration.into(),
+        hour: at,
+        counts: c,
+    }
+}
+
+/// Every hour of `scope` in `[from, until)`, as (integration, hour index from `t(0)`'s hour, counts).
+async fn usage_of(
+    s: &dyn Store,
+    scope: &Scope,
+    integration: Option<&str>,
+    from: Timestamp,
+    until: Timestamp,
+) -> Vec<(String, i64, UsageCounts)> {
+    let base = usage::hour_of(t(0)).as_micros();
+    s.query_usage(
+        scope,
+        &UsageQuery {
+            integration_id: integration.map(str::to_owned),
+            from,
+            until,
+        },
+    )
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|r| {
+        assert_eq!(&r.scope, scope);
+        assert_eq!(r.hour, usage::hour_of(r.hour), "rows are whole hours");
+        (
+            r.integration_id,
+            (r.hour.as_micros() - base) / HOUR,
+            r.counts,
+        )
+    })
+    .collect()
+}
+
+async fn usage_is_added_per_hour_and_read_within_scope(f: Fixture) {
+    let s = &*f.store;
+    let a = tenant(s, "acme").await;
+    let b = tenant(s, "globex").await;
+    let h0 = usage::hour_of(t(0));
+    let at = |hour: i64, minute: i64| {
+        Timestamp::from_micros(h0.as_micros() + hour * HOUR + minute * 60_000_000)
+    };
+    // One batch: two records for the same hour are merged; a later minute of
+    // the same hour lands in the same row.
+    s.add_usage(
+        vec![
+            usage_row(&a, "storage_local", at(0, 1), counts(2, 1, 30, 100, 1000)),
+            usage_row(&a, "storage_local", at(0, 59), counts(1, 0, 5, 10, 20)),
+            usage_row(&a, "gateway_stripe", at(0, 2), counts(4, 4, 400, 40, 0)),
+            usage_row(&a, "storage_local", at(1, 0), counts(1, 0, 7, 1, 2)),
+            usage_row(&b, "storage_local", at(0, 3), counts(9, 9, 9, 9, 9)),
+        ],
+        t(10),
+    )
+    .await
+    .unwrap();
+    // A later batch adds to the stored counters.
+    s.add_usage(
+        vec![usage_row(
+            &a,
+            "storage_local",
+            at(0, 30),
+            counts(3, 2, 100, 1, 1),
+        )],
+        t(20),
+    )
+    .await
+    .unwrap();
+    s.add_usage(Vec::new(), t(30)).await.unwrap();
+
+    let all = usage_of(s, &a, None, at(0, 0), at(24, 0)).await;
+    assert_eq!(
+        all,
+        vec![
+            ("gateway_stripe".to_owned(), 0, counts(4, 4, 400, 40, 0)),
+            ("storage_local".to_owned(), 0, counts(6, 3, 135, 111, 1021)),
+            ("storage_local".to_owned(), 1, counts(1, 0, 7, 1, 2)),
+        ],
+        "oldest hour first, then by integration"
+    );
+    // One integration.
+    assert_eq!(
+        usage_of(s, &a, Some("gateway_stripe"), at(0, 0), at(24, 0)).await,
+        vec![("gateway_stripe".to_owned(), 0, counts(4, 4, 400, 40, 0))]
+    );
+    // The range is [from, until) over hour starts: `from` inside hour 0
+    // leaves hour 0 out; `until` at hour 1's start leaves hour 1 out.
+    assert_eq!(
+        usage_of(s, &a, Some("storage_local"), at(0, 1), at(24, 0)).await,
+        vec![("storage_local".to_owned(), 1, counts(1, 0, 7, 1, 2))]
+    );
+    assert_eq!(
+        usage_of(s, &a, Some("storage_local"), at(0, 0), at(1, 0)).await,
+        vec![("storage_local".to_owned(), 0, counts(6, 3, 135, 111, 1021))]
+    );
+    // Another tenant sees only its own row; an organization of the same
+    // tenant sees nothing of the other's.
+    assert_eq!(
+        usage_of(s, &b, None, at(0, 0), at(24, 0)).await,
+        vec![("storage_local".to_owned(), 0, counts(9, 9, 9, 9, 9))]
+    );
+    let a_other = Scope::new(a.tenant_id.as_str(), "org_other");
+    assert!(
+        usage_of(s, &a_other, None, at(0, 0), at(24, 0))
+            .await
+            .is_empty()
+    );
+
+    // Pruning removes hours before the cutoff, across every scope.
+    assert_eq!(s.prune_usage(at(1, 0)).await.unwrap(), 3);
+    assert_eq!(
+        usage_of(s, &a, None, at(0, 0), at(24, 0)).await,
+        vec![("storage_local".to_owned(), 1, counts(1, 0, 7, 1, 2))]
+    );
+    assert!(usage_of(s, &b, None, at(0, 0), at(24, 0)).await.is_empty());
+    assert_eq!(s.prune_usage(at(1, 0)).await.unwrap(), 0);
+}
+
+async fn concurrent_usage_batches_add_up_across_processes(f: Fixture) {
+    let a = tenant(&*f.store, "acme").await;
+    let b = tenant(&*f.store, "globex").await;
+    let h0 = usage::hour_of(t(0));
+    // On PostgreSQL, every writer is its own store (another process); on
+    // SQLite one server owns the file, so the writers share the store.
+    let mut stores = vec![f.store.clone()];
+    if f.store.backend() == Backend::Postgres {
+        for _ in 0..3 {
+            stores.push(connect(&f.config).await.unwrap());
+        }
+    }
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let store = stores[w % stores.len()].clone();
+            let (a, b) = (a.clone(), b.clone());
+            tokio::spawn(async move {
+                for round in 0..25 {
+                    // Overlapping keys, in a different order per writer.
+                    let mut batch = Vec::new();
+                    for hour in 0..3 {
+                        for (scope, integration) in [(&a, "x"), (&a, "y"), (&b, "x")] {
+                            batch.push(usage_row(
+                                scope,
+                                integration,
+                                Timestamp::from_micros(h0.as_micros() + hour * HOUR),
+                                counts(1, i64::from(round % 2 == 0), 10, 100, 1000),
+                            ));
+                        }
+                    }
+                    if w % 2 == 1 {
+                        batch.reverse();
+                    }
+                    store.add_usage(batch, t(round)).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+    let until = Timestamp::from_micros(h0.as_micros() + 3 * HOUR);
+    for (scope, integrations) in [(&a, vec!["x", "y"]), (&b, vec!["x"])] {
+        let rows = usage_of(&*f.store, scope, None, h0, until).await;
+        assert_eq!(rows.len(), 3 * integrations.len(), "{rows:?}");
+        for (_, _, c) in rows {
+            // 8 writers × 25 rounds, 13 of them with an error.
+            assert_eq!(c, counts(200, 8 * 13, 2000, 20_000, 200_000));
         }
     }
 }
