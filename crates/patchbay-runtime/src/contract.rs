@@ -1,6 +1,9 @@
 //! The contract every connector implements, whatever it is made of.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use patchbay_core::LogLevel;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -66,6 +69,65 @@ pub struct CallContext {
     pub deadline: Duration,
     /// Carried into the connector's log lines.
     pub correlation_id: Option<String>,
+    /// Where the connector's own log lines go; the host writes them to the
+    /// operation log (redacted) once the call is over.
+    pub log: CallLog,
+}
+
+/// One line a connector logged during a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    pub level: LogLevel,
+    pub message: String,
+}
+
+/// The log lines of one call, bounded: a chatty connector cannot fill the
+/// host's memory (lines past [`CallLog::MAX_LINES`] are counted, not kept;
+/// each line is cut at [`CallLog::MAX_LINE_CHARS`]).
+#[derive(Debug, Clone, Default)]
+pub struct CallLog(Arc<Mutex<CallLogInner>>);
+
+#[derive(Debug, Default)]
+struct CallLogInner {
+    lines: Vec<LogLine>,
+    dropped: u64,
+}
+
+impl CallLog {
+    pub const MAX_LINES: usize = 200;
+    pub const MAX_LINE_CHARS: usize = 2048;
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, CallLogInner> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn push(&self, level: LogLevel, message: &str) {
+        let mut inner = self.lock();
+        if inner.lines.len() < Self::MAX_LINES {
+            let message = match message.char_indices().nth(Self::MAX_LINE_CHARS) {
+                Some((cut, _)) => format!("{}…", &message[..cut]),
+                None => message.to_owned(),
+            };
+            inner.lines.push(LogLine { level, message });
+        } else {
+            inner.dropped += 1;
+        }
+    }
+
+    pub fn info(&self, message: &str) {
+        self.push(LogLevel::Info, message);
+    }
+
+    /// The lines so far, oldest first, and how many were dropped; empties the log.
+    pub fn drain(&self) -> (Vec<LogLine>, u64) {
+        let mut inner = self.lock();
+        (
+            std::mem::take(&mut inner.lines),
+            std::mem::take(&mut inner.dropped),
+        )
+    }
 }
 
 /// Why a call failed. The host retries `Transient` (with backoff),

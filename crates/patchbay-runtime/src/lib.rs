@@ -9,13 +9,19 @@
 //! retry, pause or stop rightly.
 //!
 //! * [`contract`] — the trait, the context and the values that cross it.
+//! * [`http`] — the guarded HTTP client, connectors' only way out.
+//! * [`loader`] — how connectors named by a manifest's `runtime` are loaded.
 //! * [`native`] — the registry of native connectors and the built-in ones.
 
 pub mod contract;
+pub mod http;
+pub mod loader;
 pub mod native;
 
 pub use contract::{
-    Batch, CallContext, Connector, ConnectorError, Credentials, Health, WebhookOutcome,
-    WebhookRequest, WriteOutcome,
+    Batch, CallContext, CallLog, Connector, ConnectorError, Credentials, Health, LogLine,
+    WebhookOutcome, WebhookRequest, WriteOutcome,
 };
+pub use http::{HttpClient, HttpError, HttpPolicy, HttpRequest, HttpResponse};
+pub use loader::{ComponentLoader, ComponentSpec};
 pub use native::NativeConnectors;

@@ -19,6 +19,7 @@ fn ctx(id: &str, credentials: Value) -> CallContext {
         config: Map::new(),
         deadline: Duration::from_secs(10),
         correlation_id: None,
+        log: patchbay_runtime::CallLog::default(),
     }
 }
 

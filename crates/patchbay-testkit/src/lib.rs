@@ -1,6 +1,7 @@
 //! Test support shared by Patchbay's test suites: a throwaway PostgreSQL
 //! cluster, free ports and condition waits, a minimal HTTP client ([`http`])
-//! and a headless-Chromium client ([`browser`]). Never linked into
+//! a headless-Chromium client ([`browser`]) and WebAssembly test guests
+//! ([`wasm`]). Never linked into
 //! the binary.
 //!
 //! The PostgreSQL cluster is started once per test process from the
@@ -18,6 +19,7 @@
 
 pub mod browser;
 pub mod http;
+pub mod wasm;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};

@@ -13,11 +13,16 @@
 //! A trap — deadline, memory, or a bug in the guest — becomes
 //! [`ConnectorError::Fatal`]; the host goes on.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use patchbay_runtime::{Batch, CallContext, Connector, ConnectorError, Health};
+use patchbay_core::{HostRule, LogLevel as CoreLevel};
+use patchbay_runtime::http::{HttpClient, HttpError, HttpRequest};
+use patchbay_runtime::{
+    Batch, CallContext, CallLog, Connector, ConnectorError, Health, WebhookOutcome, WebhookRequest,
+    WriteOutcome,
+};
 use serde_json::Value;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{
@@ -30,6 +35,7 @@ mod bindings {
     wasmtime::component::bindgen!({
         path: "wit",
         world: "connector",
+        imports: { "patchbay:connector/host.http-fetch": async },
         exports: { default: async },
     });
 }
@@ -117,7 +123,8 @@ impl WasmHost {
             engine: self.engine.clone(),
             pre,
             memory_limit: 64 * MIB,
-            logs: Arc::new(Mutex::new(Vec::new())),
+            max_deadline: None,
+            network: None,
         })
     }
 }
@@ -137,12 +144,15 @@ fn spawn_epoch_ticker(engine: &Engine) {
         .expect("spawning the epoch thread");
 }
 
-/// One line a guest logged.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogLine {
-    pub integration_id: String,
-    pub level: &'static str,
-    pub message: String,
+/// HTTP requests one call may make at most.
+pub const MAX_REQUESTS_PER_CALL: u32 = 100;
+
+/// A connector's way out: the process's guarded client and the hosts the
+/// connector's manifest declares.
+#[derive(Debug, Clone)]
+pub struct Network {
+    pub client: HttpClient,
+    pub hosts: Arc<[HostRule]>,
 }
 
 /// One connector component, ready to be called.
@@ -151,7 +161,9 @@ pub struct WasmConnector {
     engine: Engine,
     pre: bindings::ConnectorPre<CallState>,
     memory_limit: usize,
-    logs: Arc<Mutex<Vec<LogLine>>>,
+    /// No call runs longer than this, whatever its context asks.
+    max_deadline: Option<Duration>,
+    network: Option<Network>,
 }
 
 impl std::fmt::Debug for WasmConnector {
@@ -168,8 +180,13 @@ struct CallState {
     table: ResourceTable,
     limiter: Limiter,
     deadline_exceeded: bool,
-    integration_id: String,
-    logs: Vec<LogLine>,
+    /// The call's log (drained by whoever made the call).
+    log: CallLog,
+    /// The call, for HTTP: the declared hosts may name credential fields.
+    call: Option<CallContext>,
+    network: Option<Network>,
+    until: Instant,
+    requests: u32,
 }
 
 impl WasiView for CallState {
@@ -182,37 +199,57 @@ impl WasiView for CallState {
 }
 
 impl host_api::Host for CallState {
+    /// Guest lines go only to the call's log, which the service writes to
+    /// the operation log through its redaction — never to the process's own
+    /// log, where a secret a guest printed would escape redaction.
     fn log(&mut self, level: LogLevel, message: String) {
-        let id = self.integration_id.as_str();
         let level = match level {
-            LogLevel::Trace => {
-                tracing::trace!(integration = id, "{message}");
-                "trace"
-            }
-            LogLevel::Debug => {
-                tracing::debug!(integration = id, "{message}");
-                "debug"
-            }
-            LogLevel::Info => {
-                tracing::info!(integration = id, "{message}");
-                "info"
-            }
-            LogLevel::Warn => {
-                tracing::warn!(integration = id, "{message}");
-                "warn"
-            }
-            LogLevel::Error => {
-                tracing::error!(integration = id, "{message}");
-                "error"
-            }
+            LogLevel::Trace | LogLevel::Debug => CoreLevel::Debug,
+            LogLevel::Info => CoreLevel::Info,
+            LogLevel::Warn => CoreLevel::Warning,
+            LogLevel::Error => CoreLevel::Error,
         };
-        // Bounded: a chatty guest cannot fill the host's memory.
-        if self.logs.len() < 1000 {
-            self.logs.push(LogLine {
-                integration_id: self.integration_id.clone(),
-                level,
-                message: message.chars().take(4096).collect(),
-            });
+        self.log.push(level, &message);
+    }
+
+    async fn http_fetch(
+        &mut self,
+        request: host_api::HttpRequest,
+    ) -> Result<host_api::HttpResponse, host_api::HttpError> {
+        let (Some(network), Some(call)) = (&self.network, &self.call) else {
+            return Err(host_api::HttpError::Denied(
+                "this connector declares no network hosts".to_owned(),
+            ));
+        };
+        self.requests += 1;
+        if self.requests > MAX_REQUESTS_PER_CALL {
+            return Err(host_api::HttpError::Denied(format!(
+                "a call may make at most {MAX_REQUESTS_PER_CALL} requests"
+            )));
+        }
+        let request = HttpRequest {
+            method: request.method,
+            url: request.url,
+            headers: request.headers,
+            body: request.body,
+            timeout: request
+                .timeout_ms
+                .map(|ms| Duration::from_millis(u64::from(ms))),
+        };
+        match network
+            .client
+            .fetch(&network.hosts, call, request, self.until)
+            .await
+        {
+            Ok(r) => Ok(host_api::HttpResponse {
+                status: r.status,
+                headers: r.headers,
+                body: r.body,
+            }),
+            Err(HttpError::Denied(m)) => Err(host_api::HttpError::Denied(m)),
+            Err(HttpError::Invalid(m)) => Err(host_api::HttpError::Invalid(m)),
+            Err(HttpError::Timeout(m)) => Err(host_api::HttpError::Timeout(m)),
+            Err(HttpError::Failed(m)) => Err(host_api::HttpError::Failed(m)),
         }
     }
 }
@@ -268,14 +305,30 @@ impl WasmConnector {
         self
     }
 
-    /// The lines guests logged so far, oldest first; empties the buffer.
-    pub fn take_logs(&self) -> Vec<LogLine> {
-        std::mem::take(
-            &mut *self
-                .logs
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        )
+    /// Caps every call's deadline (the manifest's `deadline_secs`, within
+    /// the operator's maximum); a call whose context allows less keeps less.
+    #[must_use]
+    pub fn with_max_deadline(mut self, deadline: Duration) -> WasmConnector {
+        self.max_deadline = Some(deadline);
+        self
+    }
+
+    /// Lets the connector make HTTP requests to the hosts it declares,
+    /// through `client` (whose policy refuses non-public addresses unless
+    /// the operator allows them). Without this, every request is refused.
+    #[must_use]
+    pub fn with_network(mut self, client: HttpClient, hosts: Vec<HostRule>) -> WasmConnector {
+        self.network = Some(Network {
+            client,
+            hosts: hosts.into(),
+        });
+        self
+    }
+
+    /// The call's deadline: its context's, capped by the connector's own.
+    fn deadline(&self, ctx: &CallContext) -> Duration {
+        self.max_deadline
+            .map_or(ctx.deadline, |m| m.min(ctx.deadline))
     }
 
     /// A fresh store for one call, within the deadline and the memory limit,
@@ -294,12 +347,15 @@ impl WasmConnector {
                 memory_refused: false,
             },
             deadline_exceeded: false,
-            integration_id: ctx.integration_id.clone(),
-            logs: Vec::new(),
+            log: ctx.log.clone(),
+            call: self.network.as_ref().map(|_| ctx.clone()),
+            network: self.network.clone(),
+            until: Instant::now() + self.deadline(ctx),
+            requests: 0,
         };
+        let until = state.until;
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
-        let until = Instant::now() + ctx.deadline;
         // Every tick: out of time → trap; otherwise yield to the executor so
         // a spinning guest does not hold a worker thread.
         store.set_epoch_deadline(1);
@@ -324,11 +380,11 @@ impl WasmConnector {
     /// the epoch to notice. The epoch stops guest code; this timeout also
     /// stops a guest blocked in a host call (a WASI sleep, say), which burns
     /// no epochs.
-    fn time_limit(ctx: &CallContext) -> Duration {
-        ctx.deadline + EPOCH_TICK * 5
+    fn time_limit(&self, ctx: &CallContext) -> Duration {
+        self.deadline(ctx) + EPOCH_TICK * 5
     }
 
-    /// Wipes the call's credentials, keeps its logs, and maps its outcome.
+    /// Wipes the call's credentials and maps its outcome.
     fn finish<R>(
         &self,
         ctx: &CallContext,
@@ -341,20 +397,15 @@ impl WasmConnector {
     ) -> Result<R, ConnectorError> {
         // The serialized credentials are wiped before the allocation is freed.
         zeroize::Zeroize::zeroize(&mut wctx.credentials);
-        let logs = std::mem::take(&mut store.data_mut().logs);
-        if !logs.is_empty() {
-            self.logs
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .extend(logs);
-        }
+        // The store's copy of the context (for HTTP) goes now, not with the store.
+        store.data_mut().call = None;
         match outcome {
-            Err(_elapsed) => Err(deadline_error(ctx.deadline)),
+            Err(_elapsed) => Err(deadline_error(self.deadline(ctx))),
             Ok(Ok(result)) => result.map_err(from_guest),
             Ok(Err(trap)) => Err(trap_error(
                 store.data(),
                 &trap,
-                ctx.deadline,
+                self.deadline(ctx),
                 self.memory_limit,
             )),
         }
@@ -414,7 +465,7 @@ fn parse_json(text: &str, what: &str) -> Result<Value, ConnectorError> {
 impl Connector for WasmConnector {
     async fn check(&self, ctx: &CallContext) -> Result<Health, ConnectorError> {
         let (mut store, mut wctx) = self.prepare(ctx);
-        let outcome = tokio::time::timeout(Self::time_limit(ctx), async {
+        let outcome = tokio::time::timeout(self.time_limit(ctx), async {
             let instance = self.pre.instantiate_async(&mut store).await?;
             let api = instance.patchbay_connector_contract();
             api.call_check(&mut store, &wctx).await
@@ -434,7 +485,7 @@ impl Connector for WasmConnector {
         cursor: Option<&str>,
     ) -> Result<Batch, ConnectorError> {
         let (mut store, mut wctx) = self.prepare(ctx);
-        let outcome = tokio::time::timeout(Self::time_limit(ctx), async {
+        let outcome = tokio::time::timeout(self.time_limit(ctx), async {
             let instance = self.pre.instantiate_async(&mut store).await?;
             let api = instance.patchbay_connector_contract();
             api.call_read(&mut store, &wctx, stream, cursor).await
@@ -460,7 +511,7 @@ impl Connector for WasmConnector {
     ) -> Result<Value, ConnectorError> {
         let input = input.to_string();
         let (mut store, mut wctx) = self.prepare(ctx);
-        let outcome = tokio::time::timeout(Self::time_limit(ctx), async {
+        let outcome = tokio::time::timeout(self.time_limit(ctx), async {
             let instance = self.pre.instantiate_async(&mut store).await?;
             let api = instance.patchbay_connector_contract();
             api.call_invoke(&mut store, &wctx, action, &input).await
@@ -468,5 +519,86 @@ impl Connector for WasmConnector {
         .await;
         let output = self.finish(ctx, &mut store, &mut wctx, outcome)?;
         parse_json(&output, "output")
+    }
+
+    async fn write(
+        &self,
+        ctx: &CallContext,
+        stream: &str,
+        records: Vec<Value>,
+    ) -> Result<WriteOutcome, ConnectorError> {
+        let records: Vec<String> = records.iter().map(Value::to_string).collect();
+        let (mut store, mut wctx) = self.prepare(ctx);
+        let outcome = tokio::time::timeout(self.time_limit(ctx), async {
+            let instance = self.pre.instantiate_async(&mut store).await?;
+            let api = instance.patchbay_connector_contract();
+            api.call_write(&mut store, &wctx, stream, &records).await
+        })
+        .await;
+        let result = self.finish(ctx, &mut store, &mut wctx, outcome)?;
+        Ok(WriteOutcome {
+            written: result.written,
+            failed: result
+                .failed
+                .into_iter()
+                .map(|f| (f.index as usize, f.message))
+                .collect(),
+        })
+    }
+
+    async fn verify_webhook(
+        &self,
+        ctx: &CallContext,
+        request: &WebhookRequest,
+    ) -> Result<WebhookOutcome, ConnectorError> {
+        let wreq = guest::WebhookRequest {
+            method: request.method.clone(),
+            path: request.path.clone(),
+            headers: request.headers.clone(),
+            body: request.body.clone(),
+        };
+        let (mut store, mut wctx) = self.prepare(ctx);
+        let outcome = tokio::time::timeout(self.time_limit(ctx), async {
+            let instance = self.pre.instantiate_async(&mut store).await?;
+            let api = instance.patchbay_connector_contract();
+            api.call_verify_webhook(&mut store, &wctx, &wreq).await
+        })
+        .await;
+        match self.finish(ctx, &mut store, &mut wctx, outcome)? {
+            guest::WebhookOutcome::Accepted(events) => Ok(WebhookOutcome::Accepted {
+                events: events
+                    .iter()
+                    .map(|e| parse_json(e, "event"))
+                    .collect::<Result<_, _>>()?,
+            }),
+            guest::WebhookOutcome::Rejected(reason) => Ok(WebhookOutcome::Rejected { reason }),
+        }
+    }
+}
+
+/// Loads components for the service (`patchbay serve --connectors-dir`):
+/// each under its manifest's limits and network rules.
+#[derive(Debug, Clone)]
+pub struct WasmLoader {
+    pub host: WasmHost,
+    pub http: HttpClient,
+}
+
+impl patchbay_runtime::ComponentLoader for WasmLoader {
+    fn load(
+        &self,
+        bytes: &[u8],
+        spec: &patchbay_runtime::ComponentSpec,
+    ) -> Result<Arc<dyn Connector>, String> {
+        let connector = self
+            .host
+            .load(bytes)
+            .map_err(|e| format!("not a loadable connector component: {e:#}"))?;
+        Ok(Arc::new(
+            connector
+                .with_memory_limit(spec.memory_bytes)
+                .with_max_deadline(spec.deadline)
+                .with_network(self.http.clone(), spec.network_hosts.clone()),
+        ))
     }
 }

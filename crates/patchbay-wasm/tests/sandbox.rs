@@ -1,16 +1,14 @@
 //! The sandbox around WebAssembly connectors, against the echo guest
 //! (`connectors-wasm/echo`), built once per test binary.
 
-// The guest build reads the build environment (CARGO, CARGO_TARGET_DIR, CI),
-// as build tooling does; the product never does.
-#![allow(clippy::disallowed_methods)]
-
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{LazyLock, OnceLock};
 use std::time::{Duration, Instant};
 
-use patchbay_runtime::{CallContext, Connector, ConnectorError, Credentials};
+use patchbay_core::{HostRule, LogLevel};
+use patchbay_runtime::http::{HttpClient, HttpPolicy, Resolve};
+use patchbay_runtime::{
+    CallContext, Connector, ConnectorError, Credentials, WebhookOutcome, WebhookRequest,
+};
 use patchbay_wasm::{HostConfig, WasmConnector, WasmHost};
 use serde_json::{Map, Value, json};
 
@@ -19,61 +17,8 @@ const MIB: usize = 1 << 20;
 /// Tests that measure time or memory run one at a time.
 static SERIAL: LazyLock<tokio::sync::Mutex<()>> = LazyLock::new(|| tokio::sync::Mutex::new(()));
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| workspace_root().join("target"), PathBuf::from)
-        .join("wasm-guests")
-}
-
-fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
-/// Builds the echo guest (once) and returns its component's bytes.
 fn echo_wasm() -> &'static [u8] {
-    static WASM: OnceLock<Vec<u8>> = OnceLock::new();
-    WASM.get_or_init(|| {
-        let installed = Command::new("rustup")
-            .args(["target", "list", "--installed"])
-            .output()
-            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("wasm32-wasip2"));
-        if !installed {
-            let status = Command::new("rustup")
-                .args(["target", "add", "wasm32-wasip2"])
-                .status();
-            assert!(
-                status.is_ok_and(|s| s.success()),
-                "the wasm32-wasip2 target is missing and `rustup target add wasm32-wasip2` failed"
-            );
-        }
-        let manifest = workspace_root().join("connectors-wasm/echo/Cargo.toml");
-        let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        cargo
-            .args([
-                "build",
-                "--release",
-                "--target",
-                "wasm32-wasip2",
-                "--manifest-path",
-            ])
-            .arg(&manifest)
-            .arg("--target-dir")
-            .arg(target_dir())
-            // The host's own build flags are not the guest's.
-            .env_remove("RUSTFLAGS")
-            .env_remove("CARGO_ENCODED_RUSTFLAGS");
-        if ci() {
-            cargo.arg("--locked");
-        }
-        let status = cargo.status().expect("running cargo for the echo guest");
-        assert!(status.success(), "building the echo guest failed");
-        let wasm = target_dir().join("wasm32-wasip2/release/patchbay_connector_echo.wasm");
-        std::fs::read(&wasm).unwrap_or_else(|e| panic!("reading {}: {e}", wasm.display()))
-    })
+    patchbay_testkit::wasm::echo_guest()
 }
 
 fn host() -> &'static WasmHost {
@@ -97,6 +42,7 @@ fn ctx(deadline: Duration) -> CallContext {
         config: Map::new(),
         deadline,
         correlation_id: None,
+        log: patchbay_runtime::CallLog::default(),
     }
 }
 
@@ -130,10 +76,11 @@ async fn check_and_echo_round_trip() {
     let health = echo.check(&ctx).await.unwrap();
     assert!(health.ok);
     assert!(health.message.contains("int-echo-1"), "{}", health.message);
-    let logs = echo.take_logs();
+    let (logs, dropped) = ctx.log.drain();
+    assert_eq!(dropped, 0);
     assert!(
         logs.iter()
-            .any(|l| l.level == "info" && l.message == "checking int-echo-1"),
+            .any(|l| l.level == LogLevel::Info && l.message == "checking int-echo-1"),
         "{logs:?}"
     );
 
@@ -312,4 +259,256 @@ async fn a_spinning_call_does_not_slow_the_others() {
     );
     let err = spinner.await.unwrap().unwrap_err();
     assert!(fatal_message(err).contains("deadline"));
+}
+
+/// A plain HTTP/1.1 server on 127.0.0.1 answering every request with
+/// `hello from <path>`; returns its port and the request heads it saw.
+async fn http_peer() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match sock.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf).into_owned();
+                let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
+                log.lock().unwrap().push(head);
+                let body = format!("hello from {path}");
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    (port, seen)
+}
+
+/// A resolver with a fixed table, standing in for a DNS server that
+/// answers a public-looking name with a private address.
+#[derive(Debug)]
+struct FixedResolver(Vec<(&'static str, std::net::IpAddr)>);
+
+#[async_trait::async_trait]
+impl Resolve for FixedResolver {
+    async fn lookup(&self, host: &str, port: u16) -> std::io::Result<Vec<std::net::SocketAddr>> {
+        Ok(self
+            .0
+            .iter()
+            .filter(|(h, _)| *h == host)
+            .map(|(_, ip)| std::net::SocketAddr::new(*ip, port))
+            .collect())
+    }
+}
+
+fn rules(hosts: &[&str]) -> Vec<HostRule> {
+    hosts.iter().map(|h| HostRule::parse(h).unwrap()).collect()
+}
+
+async fn fetch(echo: &WasmConnector, url: &str) -> Value {
+    echo.invoke(&ctx(Duration::from_secs(5)), "fetch", json!({ "url": url }))
+        .await
+        .unwrap()
+}
+
+fn denied(out: &Value) -> String {
+    assert_eq!(out["error"]["kind"], "denied", "{out}");
+    out["error"]["message"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_reaches_only_declared_public_hosts() {
+    let _serial = SERIAL.lock().await;
+    let (port, seen) = http_peer().await;
+
+    // No network declared: nothing goes out.
+    let out = fetch(&echo(), &format!("http://127.0.0.1:{port}/")).await;
+    assert!(denied(&out).contains("declares no network hosts"), "{out}");
+
+    let resolver = FixedResolver(vec![
+        ("internal.example.com", "10.0.0.7".parse().unwrap()),
+        ("metadata.example.com", "169.254.169.254".parse().unwrap()),
+    ]);
+    let client = HttpClient::new(HttpPolicy {
+        resolver: std::sync::Arc::new(resolver),
+        ..HttpPolicy::default()
+    });
+    let echo = echo().with_network(
+        client,
+        rules(&[
+            "api.example.com",
+            "127.0.0.1",
+            "169.254.169.254",
+            "internal.example.com",
+            "metadata.example.com",
+        ]),
+    );
+    // An undeclared host.
+    let out = fetch(&echo, "https://evil.example.org/steal").await;
+    let message = denied(&out);
+    assert!(
+        message.contains("evil.example.org") && message.contains("api.example.com"),
+        "{message}"
+    );
+    // Declared, but loopback and link-local (the cloud metadata service).
+    let out = fetch(&echo, &format!("http://127.0.0.1:{port}/")).await;
+    assert!(denied(&out).contains("loopback"), "{out}");
+    let out = fetch(&echo, "http://169.254.169.254/latest/meta-data/").await;
+    assert!(denied(&out).contains("link-local"), "{out}");
+    // Declared names that resolve to private addresses.
+    let out = fetch(&echo, "http://internal.example.com/").await;
+    let message = denied(&out);
+    assert!(
+        message.contains("resolved to") && message.contains("private"),
+        "{message}"
+    );
+    let out = fetch(&echo, "http://metadata.example.com/").await;
+    assert!(denied(&out).contains("link-local"), "{out}");
+    // Not http(s).
+    let out = fetch(&echo, "file:///etc/passwd").await;
+    assert_eq!(out["error"]["kind"], "invalid", "{out}");
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "a refused request reached the peer"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_the_system_resolves_to_loopback_is_refused() {
+    let _serial = SERIAL.lock().await;
+    let (port, seen) = http_peer().await;
+    let echo = echo().with_network(
+        HttpClient::new(HttpPolicy::default()),
+        rules(&["localhost"]),
+    );
+    let out = fetch(&echo, &format!("http://localhost:{port}/")).await;
+    let message = denied(&out);
+    assert!(
+        message.contains("resolved to") && message.contains("loopback"),
+        "{message}"
+    );
+    assert!(seen.lock().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_may_allow_private_addresses() {
+    let _serial = SERIAL.lock().await;
+    let (port, seen) = http_peer().await;
+    let client = HttpClient::new(HttpPolicy {
+        allow_private: true,
+        ..HttpPolicy::default()
+    });
+    let echo = echo().with_network(client, rules(&[&format!("127.0.0.1:{port}")]));
+    let out = fetch(&echo, &format!("http://127.0.0.1:{port}/v1/items?page=2")).await;
+    assert_eq!(
+        out,
+        json!({"status": 200, "body": "hello from /v1/items?page=2"})
+    );
+    let heads = seen.lock().unwrap().clone();
+    assert_eq!(heads.len(), 1);
+    assert!(
+        heads[0].starts_with("GET /v1/items?page=2 HTTP/1.1"),
+        "{}",
+        heads[0]
+    );
+    assert!(
+        heads[0].contains(&format!("host: 127.0.0.1:{port}")),
+        "{}",
+        heads[0]
+    );
+    // Another port of the same address is still undeclared.
+    let out = fetch(&echo, "http://127.0.0.1:1/").await;
+    assert!(denied(&out).contains("not among the hosts"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_call_sees_only_its_own_credentials() {
+    let _serial = SERIAL.lock().await;
+    let echo = echo();
+    let call = |tenant: &'static str| {
+        let echo = echo.clone();
+        tokio::spawn(async move {
+            let mut secrets = Map::new();
+            secrets.insert("token".into(), json!(format!("secret-of-{tenant}")));
+            let ctx = CallContext {
+                integration_id: format!("int-{tenant}"),
+                credentials: Credentials::new(secrets),
+                ..ctx(Duration::from_secs(5))
+            };
+            let mut outs = Vec::new();
+            for _ in 0..20 {
+                let out = echo.invoke(&ctx, "credentials", Value::Null).await.unwrap();
+                outs.push(out);
+            }
+            outs
+        })
+    };
+    let (a, b) = (call("tenant-a"), call("tenant-b"));
+    for out in a.await.unwrap() {
+        assert_eq!(out, json!({"token": "secret-of-tenant-a"}));
+    }
+    for out in b.await.unwrap() {
+        assert_eq!(out, json!({"token": "secret-of-tenant-b"}));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_and_verify_webhook_cross_the_boundary() {
+    let _serial = SERIAL.lock().await;
+    let echo = echo();
+    let ctx = ctx(Duration::from_secs(5));
+    let out = echo
+        .write(
+            &ctx,
+            "numbers",
+            vec![json!({"n": 1}), json!("bad"), json!({"n": 2})],
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.written, 2);
+    assert_eq!(out.failed, vec![(1, "a record needs an `n`".to_owned())]);
+
+    let request = |token: &str| WebhookRequest {
+        method: "POST".into(),
+        path: "/webhooks/x".into(),
+        headers: vec![("x-echo-token".into(), token.into())],
+        body: br#"{"id":"evt_1"}"#.to_vec(),
+    };
+    match echo.verify_webhook(&ctx, &request("s3cret")).await.unwrap() {
+        WebhookOutcome::Accepted { events } => {
+            assert_eq!(
+                events,
+                vec![json!({"type": "echo.received", "body": "{\"id\":\"evt_1\"}"})]
+            );
+        }
+        other @ WebhookOutcome::Rejected { .. } => panic!("{other:?}"),
+    }
+    assert_eq!(
+        echo.verify_webhook(&ctx, &request("forged")).await.unwrap(),
+        WebhookOutcome::Rejected {
+            reason: "token mismatch".into()
+        }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_panic_fails_only_that_call() {
+    let _serial = SERIAL.lock().await;
+    let echo = echo();
+    let ctx = ctx(Duration::from_secs(5));
+    let message = fatal_message(echo.invoke(&ctx, "panic", Value::Null).await.unwrap_err());
+    assert!(message.contains("trapped"), "{message}");
+    assert_eq!(echo.invoke(&ctx, "echo", json!(2)).await.unwrap(), json!(2));
 }
