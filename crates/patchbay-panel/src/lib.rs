@@ -95,6 +95,7 @@ pub fn router(services: Services, options: PanelOptions) -> Router {
             get(pages::logs::stream),
         )
         .route("/backend/logs", get(pages::logs::page))
+        .route("/backend/usage", get(pages::usage::page))
         .route("/backend/jobs", get(pages::jobs::page))
         .route("/backend/jobs/{id}", get(pages::jobs::job))
         .route("/backend/jobs/{id}/retry", post(pages::jobs::retry))

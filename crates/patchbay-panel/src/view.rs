@@ -17,6 +17,7 @@ pub(crate) enum Nav {
     Marketplace,
     Logs,
     Jobs,
+    Usage,
     Tenants,
     Failing,
     Audit,
@@ -75,6 +76,7 @@ pub(crate) fn frame(chrome: &Chrome<'_>, title: &str, body: Markup) -> Markup {
                             a href="/backend/integrations" aria-current=[current(Nav::Marketplace)] { (l.t("nav.marketplace")) }
                             a href="/backend/logs" aria-current=[current(Nav::Logs)] { (l.t("nav.logs")) }
                             a href="/backend/jobs" aria-current=[current(Nav::Jobs)] { (l.t("nav.jobs")) }
+                            a href="/backend/usage" aria-current=[current(Nav::Usage)] { (l.t("nav.usage")) }
                         }
                         @if admin {
                             a href="/backend/platform/tenants" aria-current=[current(Nav::Tenants)] { (l.t("nav.tenants")) }

@@ -1,7 +1,8 @@
 //! The panel over HTTP, without a browser: security headers and cookies,
 //! CSRF refusals, sign-in limits, tenant isolation, both languages, and
 //! markup that the Content-Security-Policy allows; the Health tab, the jobs
-//! pages with their actions, and the schedules, against real workers.
+//! pages with their actions, and the schedules, against real workers; the
+//! Usage page's figures.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -311,6 +312,8 @@ fn every_page_works_without_inline_code_in_both_languages() {
         "/backend/logs",
         "/backend/jobs",
         "/backend/jobs?status=dead",
+        "/backend/usage",
+        "/backend/usage?period=7d",
         "/backend/platform/tenants",
         "/backend/platform/failing",
         "/backend/platform/audit",
@@ -348,6 +351,7 @@ fn every_page_works_without_inline_code_in_both_languages() {
                 "health.",
                 "jobs.",
                 "schedules.",
+                "usage.",
             ] {
                 assert!(
                     !html.contains(&format!(">{missing}")),
@@ -1208,4 +1212,181 @@ fn the_platform_lists_every_tenants_jobs_and_edits_the_schedules() {
         &[("csrf", &csrf), ("schedule", "every 1h")],
     );
     assert_eq!(r.status, 404);
+}
+
+// ---- Usage ----
+
+/// Adds usage counts to `scope`'s row of the hour holding `at`.
+fn add_usage(
+    p: &Panel,
+    scope: &patchbay_core::Scope,
+    integration: &str,
+    at: patchbay_core::Timestamp,
+    counts: [i64; 5],
+) {
+    let [calls, errors, duration_ms, input_bytes, output_bytes] = counts;
+    p.runtime
+        .block_on(p.services.store().add_usage(
+            vec![patchbay_store::UsageRecord {
+                scope: scope.clone(),
+                integration_id: integration.into(),
+                hour: at,
+                counts: patchbay_store::UsageCounts {
+                    calls,
+                    errors,
+                    duration_ms,
+                    input_bytes,
+                    output_bytes,
+                },
+            }],
+            at,
+        ))
+        .unwrap();
+}
+
+/// The `data-…` figures of the usage row `marker` (`data-usage="id"` or `data-usage-total`).
+fn usage_row(html: &str, marker: &str) -> Vec<(String, String)> {
+    let row = html
+        .split(marker)
+        .nth(1)
+        .unwrap_or_else(|| panic!("no row {marker}"))
+        .split("</tr>")
+        .next()
+        .unwrap();
+    [
+        "data-calls",
+        "data-errors",
+        "data-avg-ms",
+        "data-input-bytes",
+        "data-output-bytes",
+    ]
+    .iter()
+    .map(|a| {
+        let cell = row
+            .split(&format!("{a}=\""))
+            .nth(1)
+            .unwrap_or_else(|| panic!("no {a} in {row}"));
+        let value = cell.split('"').next().unwrap().to_owned();
+        let shown = cell
+            .split('>')
+            .nth(1)
+            .unwrap()
+            .split('<')
+            .next()
+            .unwrap()
+            .to_owned();
+        (value, shown)
+    })
+    .collect()
+}
+
+fn figures(row: &[(String, String)]) -> Vec<&str> {
+    row.iter().map(|(_, shown)| shown.as_str()).collect()
+}
+
+#[test]
+fn the_usage_page_shows_calls_errors_average_duration_and_bytes_per_integration() {
+    let p = panel();
+    let mut acme = Client::new(&p);
+    acme.sign_in("ops@acme.example");
+    let mut globex = Client::new(&p);
+    globex.sign_in("ops@globex.example");
+    // Nothing yet.
+    let html = acme.get("/backend/usage").text();
+    assert!(html.contains("data-empty") && html.contains("No actions ran in this period."));
+    assert!(
+        html.contains("href=\"/backend/usage\" aria-current=\"page\""),
+        "the Usage tab is current"
+    );
+
+    let (a, g) = (scope_of(&p, &acme), scope_of(&p, &globex));
+    let now = patchbay_core::Timestamp::now();
+    add_usage(
+        &p,
+        &a,
+        "storage_local",
+        now.plus_seconds(-2 * 3600),
+        [3, 1, 300, 1536, 2048],
+    );
+    add_usage(
+        &p,
+        &a,
+        "gateway_stripe",
+        now.plus_seconds(-2 * 3600),
+        [1, 0, 40, 10, 0],
+    );
+    add_usage(
+        &p,
+        &a,
+        "storage_local",
+        now.plus_seconds(-3 * 86_400),
+        [7, 0, 700, 100, 5000],
+    );
+    add_usage(
+        &p,
+        &g,
+        "storage_local",
+        now.plus_seconds(-3600),
+        [999, 0, 999, 999, 999],
+    );
+
+    // The last 24 hours: per integration, most calls first, and the total.
+    let html = acme.get("/backend/usage").text();
+    assert_every_control_labelled(&html, "the usage page");
+    assert!(html.contains("data-period=\"24h\" aria-current=\"page\""));
+    let storage = html.find("data-usage=\"storage_local\"").unwrap();
+    let stripe = html.find("data-usage=\"gateway_stripe\"").unwrap();
+    assert!(storage < stripe, "most calls first");
+    assert!(
+        html.contains(
+            "<a href=\"/backend/integrations/storage_local\">Local Filesystem Storage</a>"
+        )
+    );
+    assert_eq!(
+        figures(&usage_row(&html, "data-usage=\"storage_local\"")),
+        ["3", "1", "100 ms", "1.5 KiB", "2.0 KiB"]
+    );
+    assert_eq!(
+        figures(&usage_row(&html, "data-usage=\"gateway_stripe\"")),
+        ["1", "0", "40 ms", "10 B", "0 B"]
+    );
+    let total = usage_row(&html, "data-usage-total");
+    assert_eq!(figures(&total), ["4", "1", "85 ms", "1.5 KiB", "2.0 KiB"]);
+    assert_eq!(total[3].0, "1546", "exact bytes in the markup");
+    assert!(!html.contains("999"), "nothing of another tenant");
+
+    // The last 7 days include the older hour.
+    let html = acme.get("/backend/usage?period=7d").text();
+    assert!(html.contains("data-period=\"7d\" aria-current=\"page\""));
+    assert_eq!(
+        figures(&usage_row(&html, "data-usage=\"storage_local\"")),
+        ["10", "1", "100 ms", "1.5 KiB", "6.8 KiB"]
+    );
+    assert_eq!(figures(&usage_row(&html, "data-usage-total"))[0], "11");
+    // An unknown period is the default one.
+    assert!(
+        acme.get("/backend/usage?period=forever")
+            .text()
+            .contains("data-period=\"24h\" aria-current=\"page\"")
+    );
+
+    // The other tenant sees its own figures only; in Polish, with its marks.
+    globex.get("/backend/lang/pl?next=/backend/usage");
+    let html = globex.get("/backend/usage").text();
+    assert!(html.contains("Użycie") && html.contains("Ostatnie 24 godziny"));
+    assert_eq!(
+        figures(&usage_row(&html, "data-usage=\"storage_local\"")),
+        ["999", "0", "1 ms", "999 B", "999 B"]
+    );
+    assert!(!html.contains("gateway_stripe"));
+
+    // A viewer may look; a session-less visitor is sent to sign in.
+    make_viewer(&p);
+    let mut viewer = Client::new(&p);
+    viewer.sign_in("viewer@acme.example");
+    let r = viewer.get("/backend/usage");
+    assert_eq!(r.status, 200);
+    assert_eq!(figures(&usage_row(&r.text(), "data-usage-total"))[0], "4");
+    let r = Client::new(&p).get("/backend/usage");
+    assert_eq!(r.status, 303);
 }

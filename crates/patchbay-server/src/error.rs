@@ -44,6 +44,12 @@ pub const CODES: &[(&str, u16, &str, &str)] = &[
         "The connector or the provider failed the call; retrying will not help without a change.",
     ),
     (
+        "connector_invalid_output",
+        502,
+        "The connector broke its hub's contract",
+        "The connector's output does not match the hub's output schema (`GET /api/hubs`); the action ran and may have taken effect, so check its correlation id in the operation log before retrying.",
+    ),
+    (
         "action_unsupported",
         501,
         "The action has no implementation here",
@@ -133,6 +139,12 @@ pub const CODES: &[(&str, u16, &str, &str)] = &[
         413,
         "Payload too large",
         "The body exceeds the size limit (64 KiB).",
+    ),
+    (
+        "tenant_concurrency_exceeded",
+        429,
+        "Too many actions running",
+        "The tenant already runs as many actions as it may at once and its queue is full (or the call waited too long); retry after `Retry-After` seconds.",
     ),
     (
         "too_many_attempts",
@@ -312,6 +324,14 @@ impl From<ServiceError> for ApiError {
                 )
             },
             ServiceError::Unavailable(m) => ApiError::new("not_ready", m),
+            ServiceError::Overloaded {
+                code,
+                message,
+                retry_after_secs,
+            } => ApiError {
+                retry_after: Some(retry_after_secs),
+                ..ApiError::new(code, message)
+            },
             ServiceError::Connector {
                 code,
                 message,

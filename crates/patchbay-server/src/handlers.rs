@@ -5,7 +5,8 @@
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use patchbay_core::{Bundle, CatalogQuery, Category, Entry, Integration, Registry};
+use patchbay_core::hub_contract::HubContract;
+use patchbay_core::{Bundle, CatalogQuery, Category, Entry, Hub, Integration, Registry};
 use patchbay_service::health::{HealthRequest, HealthResult};
 use patchbay_service::integrations::{BundleStateIn, StateIn};
 use patchbay_service::jobs::{JobOut, JobQueryIn, ScheduleIn};
@@ -259,6 +260,43 @@ pub async fn catalog_entry(
     ok(&out)
 }
 
+// ---- hub contracts ----
+
+/// Every hub's contract: its actions with their input and output schemas.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct HubsOut {
+    /// The JSON Schema dialect of every schema here.
+    dialect: &'static str,
+    items: &'static [HubContract],
+}
+
+/// One hub's contract.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct HubOut {
+    /// The JSON Schema dialect of every schema here.
+    dialect: &'static str,
+    #[serde(flatten)]
+    contract: &'static HubContract,
+}
+
+pub async fn hubs(Authed(_caller): Authed) -> ApiResult<Response> {
+    ok(&HubsOut {
+        dialect: patchbay_core::json_schema::DIALECT,
+        items: patchbay_core::hub_contract::contracts(),
+    })
+}
+
+pub async fn hub(Authed(_caller): Authed, Path(id): Path<String>) -> ApiResult<Response> {
+    let hub = Hub::ALL
+        .into_iter()
+        .find(|h| h.as_str() == id)
+        .ok_or_else(|| ApiError::not_found(format!("no hub `{id}`")))?;
+    ok(&HubOut {
+        dialect: patchbay_core::json_schema::DIALECT,
+        contract: hub.contract(),
+    })
+}
+
 // ---- integrations ----
 
 pub async fn list_integrations(
@@ -299,6 +337,18 @@ pub async fn invoke_action(
     ok(&state
         .services()
         .invoke_action(&caller, &id, &action, serde_json::Value::Object(input))
+        .await?)
+}
+
+pub async fn read_stream(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path((id, stream)): Path<(String, String)>,
+    Json(input): Json<patchbay_service::streams::ReadIn>,
+) -> ApiResult<Response> {
+    ok(&state
+        .services()
+        .read_stream(&caller, &id, &stream, input)
         .await?)
 }
 
@@ -367,6 +417,14 @@ pub async fn logs(
     Query(q): Query<LogQueryIn>,
 ) -> ApiResult<Response> {
     ok(&state.services().query_logs(&caller, None, q).await?)
+}
+
+pub async fn usage(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Query(q): Query<patchbay_service::usage::UsageQueryIn>,
+) -> ApiResult<Response> {
+    ok(&state.services().usage(&caller, q).await?)
 }
 
 /// A health check that finished within the wait.

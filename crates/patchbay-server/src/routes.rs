@@ -110,9 +110,12 @@ pub fn table() -> Vec<Route> {
         route!(get "/api/me", "me", "The calling token: scope and features", "meta", Auth::Token, query: None, body: None, response: Some(s::<h::MeOut>), status: 200, h::me),
         route!(get "/api/catalog", "listCatalog", "The connector catalog (no tenant state)", "catalog", Auth::Token, query: Some(inline::<h::CatalogParams>), body: None, response: Some(s::<h::CatalogOut<'static>>), status: 200, h::catalog),
         route!(get "/api/catalog/{id}", "getCatalogEntry", "One integration (with its bundle) or one bundle (with its members)", "catalog", Auth::Token, query: None, body: None, response: Some(s::<h::CatalogEntryOut<'static>>), status: 200, h::catalog_entry),
+        route!(get "/api/hubs", "listHubs", "Every hub's contract: its actions with JSON Schemas for input and output, and an example of each", "catalog", Auth::Token, query: None, body: None, response: Some(s::<h::HubsOut>), status: 200, h::hubs),
+        route!(get "/api/hubs/{id}", "getHub", "One hub's contract", "catalog", Auth::Token, query: None, body: None, response: Some(s::<h::HubOut>), status: 200, h::hub),
         route!(get "/api/integrations", "listIntegrations", "Integrations with the caller's states; bundles with member and enabled counts", "integrations", VIEW, query: Some(inline::<h::CatalogParams>), body: None, response: Some(s::<IntegrationList>), status: 200, h::list_integrations),
         route!(get "/api/integrations/{id}", "getIntegration", "One integration with state, credential summary and principal", "integrations", VIEW, query: None, body: None, response: Some(s::<IntegrationDetail>), status: 200, h::integration),
         route!(post "/api/integrations/{id}/actions/{action}", "invokeAction", "Run one of the integration's actions through its connector, as its principal", "integrations", MANAGE, query: None, body: Some(s::<serde_json::Map<String, serde_json::Value>>), response: Some(s::<patchbay_service::actions::ActionOut>), status: 200, h::invoke_action),
+        route!(post "/api/integrations/{id}/streams/{stream}/read", "readStream", "Read one batch of a stream through the connector (a preview: nothing is stored); pass `nextCursor` back for the next", "integrations", MANAGE, query: None, body: Some(s::<patchbay_service::streams::ReadIn>), response: Some(s::<patchbay_service::streams::BatchOut>), status: 200, h::read_stream),
         route!(put "/api/integrations/{id}/state", "setIntegrationState", "Enable, disable, revoke, or select an API version", "integrations", MANAGE, query: None, body: Some(s::<StateIn>), response: Some(s::<StateOutcome>), status: 200, h::set_state),
         route!(get "/api/integrations/{id}/principal", "getPrincipal", "The principal the connection acts as, with its grants", "integrations", VIEW, query: None, body: None, response: Some(s::<PrincipalOut>), status: 200, h::principal),
         route!(get "/api/integrations/{id}/credentials", "getCredentials", "Credentials of an integration or bundle, secrets masked", "credentials", CREDENTIALS, query: None, body: None, response: Some(s::<patchbay_service::credentials::MaskedCredentials>), status: 200, h::get_credentials),
@@ -123,6 +126,7 @@ pub fn table() -> Vec<Route> {
         route!(get "/api/bundles/{id}", "getBundle", "A bundle with its members' states", "integrations", VIEW, query: None, body: None, response: Some(s::<BundleDetail>), status: 200, h::bundle),
         route!(put "/api/bundles/{id}/state", "setBundleState", "Enable all or disable all members of a bundle", "integrations", MANAGE, query: None, body: Some(s::<BundleStateIn>), response: Some(s::<BundleOutcome>), status: 200, h::set_bundle_state),
         route!(get "/api/logs", "listLogs", "Operation-log entries of the caller's scope, newest first", "logs", VIEW, query: Some(inline::<LogQueryIn>), body: None, response: Some(s::<LogPageOut>), status: 200, h::logs),
+        route!(get "/api/usage", "getUsage", "Action usage of the caller's scope per integration and hour (calls, errors, durations, bytes), with totals", "usage", VIEW, query: Some(inline::<patchbay_service::usage::UsageQueryIn>), body: None, response: Some(s::<patchbay_service::usage::UsageOut>), status: 200, h::usage),
         route!(get "/api/events", "listEvents", "Lifecycle events after an outbox position", "events", VIEW, query: Some(inline::<h::EventsParams>), body: None, response: Some(s::<Vec<patchbay_service::events::EventOut>>), status: 200, h::events),
         route!(get "/api/settings", "getSettings", "The tenant's retention settings", "settings", VIEW, query: None, body: None, response: Some(s::<SettingsInOut>), status: 200, h::get_settings),
         route!(put "/api/settings", "putSettings", "Change the tenant's retention settings", "settings", MANAGE, query: None, body: Some(s::<SettingsInOut>), response: Some(s::<SettingsInOut>), status: 200, h::put_settings),
@@ -233,6 +237,14 @@ pub fn openapi() -> Value {
         entry[r.method] = Value::Object(op);
     }
     let mut schemas = g.take_definitions(true);
+    // Each hub action's input and output, for clients generating types:
+    // `POST /api/integrations/{id}/actions/{action}` takes and returns them.
+    for c in patchbay_core::hub_contract::contracts() {
+        for a in &c.actions {
+            schemas.insert(format!("{}.{}.input", c.id, a.name), a.input.clone());
+            schemas.insert(format!("{}.{}.output", c.id, a.name), a.output.clone());
+        }
+    }
     schemas.insert(
         "Problem".into(),
         json!({

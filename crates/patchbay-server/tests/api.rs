@@ -21,6 +21,8 @@ fn concrete(path: &str, tenant: &str, token_id: &str) -> String {
         .replace("{action}", "capture");
     let id = if path.starts_with("/api/jobs") {
         "1"
+    } else if path.starts_with("/api/hubs") {
+        "payment_gateways"
     } else if path.starts_with("/api/bundles") {
         "sync_medusa"
     } else if path.starts_with("/api/tenants") {
@@ -42,6 +44,7 @@ fn body(operation: &str, n: usize, tenant: &str) -> Option<Value> {
         "putSettings" => json!({ "logRetentionDays": 30, "errorLogRetentionDays": 90 }),
         "updateSchedule" => json!({ "enabled": true }),
         "invokeAction" => json!({}),
+        "readStream" => json!({}),
         "createTenant" => json!({ "slug": format!("t-{n}"), "name": "T" }),
         "createOrganization" => json!({ "slug": format!("o-{n}"), "name": "O" }),
         "createToken" => {
@@ -679,6 +682,91 @@ fn the_catalog_needs_a_token_and_filters() {
     let bad = s.get("/api/catalog?catgory=payment", &t);
     assert_problem(&bad, 400, "invalid_query");
     assert_eq!(bad.json["field"], "catgory");
+}
+
+#[test]
+fn the_hub_contracts_are_published_with_their_schemas() {
+    let s = server();
+    let (_, t) = s.tenant("acme", &["integrations.view"]);
+    assert_problem(
+        &s.call("GET", "/api/hubs", None, None),
+        401,
+        "unauthenticated",
+    );
+    let r = s.get("/api/hubs", &t);
+    assert_eq!(r.status, 200, "{}", r.raw.text());
+    assert_eq!(
+        r.json["dialect"],
+        "https://json-schema.org/draft/2020-12/schema"
+    );
+    let hubs = r.json["items"].as_array().unwrap();
+    let ids: Vec<&str> = hubs.iter().map(|h| h["id"].as_str().unwrap()).collect();
+    assert_eq!(
+        ids,
+        [
+            "payment_gateways",
+            "shipping_carriers",
+            "communication_channels",
+            "notification_providers",
+            "storage_providers",
+            "data_sync",
+            "webhook_endpoints"
+        ]
+    );
+    // Each hub as core defines it: category, statuses, actions with schemas.
+    for (hub, core) in hubs.iter().zip(patchbay_core::hub_contract::contracts()) {
+        assert_eq!(*hub, serde_json::to_value(core).unwrap());
+        assert_eq!(hub["category"], core.id.category().as_str());
+        let required: Vec<&str> = hub["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["required"] == true)
+            .map(|a| a["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(required, core.id.required_actions(), "{}", core.id);
+    }
+    let payment = &hubs[0];
+    assert_eq!(payment["statuses"].as_array().unwrap().len(), 8);
+    let create = &payment["actions"][0];
+    assert_eq!(create["name"], "create_session");
+    assert_eq!(create["input"]["properties"]["amount"]["type"], "integer");
+    assert_eq!(create["example"]["input"]["currency"], "EUR");
+    let storage = &hubs[4]["actions"];
+    let presign = storage
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "presign")
+        .unwrap();
+    assert_eq!(presign["required"], false);
+    assert!(presign["output"]["required"].is_array());
+
+    // One hub; an unknown one is 404.
+    let one = s.get("/api/hubs/storage_providers", &t);
+    assert_eq!(one.status, 200, "{}", one.raw.text());
+    assert_eq!(one.json["id"], "storage_providers");
+    assert_eq!(one.json["dialect"], r.json["dialect"]);
+    assert_eq!(one.json["actions"], hubs[4]["actions"]);
+    assert_problem(&s.get("/api/hubs/payments", &t), 404, "not_found");
+
+    // The OpenAPI document carries each action's schemas as components.
+    let doc = s.call("GET", "/api/openapi.json", None, None).json;
+    let components = &doc["components"]["schemas"];
+    assert_eq!(
+        components["storage_providers.put.input"],
+        hubs[4]["actions"][0]["input"]
+    );
+    assert_eq!(
+        components["payment_gateways.refund.output"],
+        payment["actions"][2]["output"]
+    );
+    let codes = doc["x-error-codes"].as_array().unwrap();
+    assert!(
+        codes
+            .iter()
+            .any(|c| c["code"] == "connector_invalid_output" && c["status"] == 502)
+    );
 }
 
 #[test]

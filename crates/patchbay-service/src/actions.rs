@@ -10,17 +10,24 @@
 //! call is written to the operation log with a correlation id and its
 //! duration; the input and output are not logged (they may hold personal
 //! data), only their sizes.
+//!
+//! The connector call itself passes the tenant's concurrency gate
+//! ([`crate::limits`]: at most N running per tenant, then a bounded queue,
+//! then 429) and is metered per hour ([`crate::usage`]).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use patchbay_core::{IntegrationStatus, LogLevel};
-use patchbay_runtime::{CallContext, ConnectorError, Credentials};
+use patchbay_core::{IntegrationStatus, LogLevel, Registry, Scope};
+use patchbay_runtime::{CallContext, Connector, ConnectorError, Credentials};
+use patchbay_store::StateRecord;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::auth::{Caller, Feature};
 use crate::error::{FieldError, Result, ServiceError};
 use crate::logs::Entry;
+use crate::usage::ActionUsage;
 use crate::{Services, audit};
 
 /// How long an action may run.
@@ -39,7 +46,7 @@ pub struct ActionOut {
     pub duration_ms: i64,
 }
 
-fn connector_error(e: ConnectorError) -> ServiceError {
+pub(crate) fn connector_error(e: ConnectorError) -> ServiceError {
     match e {
         ConnectorError::InvalidInput { message } => ServiceError::invalid(
             "the connector refused the input",
@@ -76,7 +83,105 @@ fn connector_error(e: ConnectorError) -> ServiceError {
     }
 }
 
+/// Writes what a connector logged during a call to the operation log
+/// (operation `<operation>.connector`), through `logger`'s redaction:
+/// a secret the connector printed is stored as `[REDACTED]`.
+pub(crate) async fn write_connector_log(
+    logger: &crate::logs::ScopedLogger,
+    log: &patchbay_runtime::CallLog,
+    operation: &str,
+) -> Result<()> {
+    let (lines, dropped) = log.drain();
+    for line in lines {
+        logger
+            .log(
+                line.level,
+                Entry {
+                    operation: format!("{operation}.connector"),
+                    message: line.message,
+                    ..Entry::default()
+                },
+            )
+            .await?;
+    }
+    if dropped > 0 {
+        logger
+            .log(
+                LogLevel::Warning,
+                Entry {
+                    operation: format!("{operation}.connector"),
+                    message: format!(
+                        "the connector logged {dropped} more line(s) than the {} a call may keep",
+                        patchbay_runtime::CallLog::MAX_LINES
+                    ),
+                    ..Entry::default()
+                },
+            )
+            .await?;
+    }
+    Ok(())
+}
+
 impl Services {
+    /// The state of integration `id` in `scope`, when it is enabled; else
+    /// 409 `integration_not_enabled` (`before` says what needs it).
+    pub(crate) async fn enabled_state(
+        &self,
+        scope: &Scope,
+        id: &str,
+        before: &str,
+    ) -> Result<StateRecord> {
+        match self.store().get_state(scope, id).await? {
+            Some(state) if state.status == IntegrationStatus::Enabled => Ok(state),
+            _ => Err(ServiceError::conflict(
+                "integration_not_enabled",
+                format!("`{id}` is not enabled; enable it before {before}"),
+            )),
+        }
+    }
+
+    /// The connector of integration `id` at the API version in effect for
+    /// `state`, and the context of one call to it: the integration's
+    /// decrypted credentials (a use), `deadline`, `correlation_id`.
+    pub(crate) async fn prepare_call(
+        &self,
+        scope: &Scope,
+        reg: &Registry,
+        id: &str,
+        state: &StateRecord,
+        deadline: Duration,
+        correlation_id: &str,
+    ) -> Result<(Arc<dyn Connector>, CallContext)> {
+        let version = reg
+            .resolve_api_version(id, state.api_version.as_deref())
+            .ok()
+            .flatten()
+            .map(|v| v.id.clone());
+        let connector =
+            self.natives()
+                .get(id, version.as_deref())
+                .ok_or_else(|| ServiceError::Connector {
+                    code: "action_unsupported",
+                    message: format!("this build has no connector for `{id}` yet"),
+                    retry_after_secs: None,
+                })?;
+        let credentials = self
+            .resolve_credentials(scope, id)
+            .await?
+            .map(|r| r.values)
+            .unwrap_or_default();
+        let ctx = CallContext {
+            integration_id: id.to_owned(),
+            api_version: version,
+            credentials: Credentials::new(credentials),
+            config: Map::new(),
+            deadline,
+            correlation_id: Some(correlation_id.to_owned()),
+            log: patchbay_runtime::CallLog::default(),
+        };
+        Ok((connector, ctx))
+    }
+
     /// Runs `action` of integration `id` with `input`.
     pub async fn invoke_action(
         &self,
@@ -98,13 +203,7 @@ impl Services {
                     integration.capabilities.actions.join(", ")
                 )));
             }
-            let state = self.store().get_state(scope, id).await?;
-            if state.as_ref().map(|s| s.status) != Some(IntegrationStatus::Enabled) {
-                return Err(ServiceError::conflict(
-                    "integration_not_enabled",
-                    format!("`{id}` is not enabled; enable it before running its actions"),
-                ));
-            }
+            let state = self.enabled_state(scope, id, "running its actions").await?;
             let principal = self
                 .store()
                 .get_principal(scope, id)
@@ -115,53 +214,90 @@ impl Services {
                     "the principal of `{id}` is not granted action `{action}`"
                 )));
             }
-            let version = reg
-                .resolve_api_version(id, state.as_ref().and_then(|s| s.api_version.as_deref()))
-                .ok()
-                .flatten()
-                .map(|v| v.id.clone());
-            let connector = self.natives().get(id, version.as_deref()).ok_or_else(|| {
-                ServiceError::Connector {
-                    code: "action_unsupported",
-                    message: format!("this build has no connector for `{id}` yet"),
-                    retry_after_secs: None,
-                }
-            })?;
-            let credentials = self
-                .resolve_credentials(scope, id)
-                .await?
-                .map(|r| r.values)
-                .unwrap_or_default();
+            // ---- Hub contract: the input (`hub_checks`) ----
+            // A hub action's input must match the hub's schema before any
+            // credential is decrypted or connector called: 422 with every
+            // problem under `input/…`. A spoke's own actions (beyond its
+            // hub's contract) are not checked: manifests declare no schemas.
+            let contract = crate::hub_checks::contract_of(integration.hub, action);
+            if let Some(c) = contract {
+                crate::hub_checks::check_input(integration.hub, c, &input)?;
+            }
+            // ---- End of the hub contract's input check ----
             let correlation_id = format!("act_{}", uuid::Uuid::now_v7().simple());
-            let ctx = CallContext {
-                integration_id: id.to_owned(),
-                api_version: version,
-                credentials: Credentials::new(credentials),
-                config: Map::new(),
-                deadline: ACTION_DEADLINE,
-                correlation_id: Some(correlation_id.clone()),
-            };
+            let (connector, ctx) = self
+                .prepare_call(scope, &reg, id, &state, ACTION_DEADLINE, &correlation_id)
+                .await?;
+            // ---- Concurrency gate and usage metering (`limits`, `usage`) ----
+            // Around the connector call only: what runs before it (lookups,
+            // validation) is neither gated nor metered. A refused call ends
+            // here with 429 `tenant_concurrency_exceeded`; the wait for a
+            // slot is not part of the call's duration.
             let input_bytes = input.to_string().len();
+            let slot = self.action_gate().enter(&scope.tenant_id).await?;
+            let called_at = self.now();
             let started = Instant::now();
-            let outcome = match tokio::time::timeout(
-                ACTION_DEADLINE,
-                connector.invoke(&ctx, action, input),
-            )
-            .await
-            {
-                Ok(r) => r,
-                Err(_) => Err(ConnectorError::transient(format!(
-                    "the action did not finish within {} s",
-                    ACTION_DEADLINE.as_secs()
-                ))),
-            };
+            let outcome =
+                match tokio::time::timeout(ACTION_DEADLINE, connector.invoke(&ctx, action, input))
+                    .await
+                {
+                    Ok(r) => r,
+                    Err(_) => Err(ConnectorError::transient(format!(
+                        "the action did not finish within {} s",
+                        ACTION_DEADLINE.as_secs()
+                    ))),
+                };
             let duration_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
+            drop(slot);
+            let output_bytes = outcome.as_ref().map_or(0, |out| out.to_string().len());
+            // Output breaking the hub's contract is a failed call too (checked below).
+            let problems = match (contract, &outcome) {
+                (Some(c), Ok(out)) => c.check_output(out),
+                _ => Vec::new(),
+            };
+            self.meter().record(
+                scope,
+                id,
+                called_at,
+                ActionUsage {
+                    failed: outcome.is_err() || !problems.is_empty(),
+                    duration_ms,
+                    input_bytes,
+                    output_bytes,
+                },
+            );
+            // ---- End of the concurrency gate and usage metering ----
             let logger = self.logger(scope, id, Some(correlation_id.clone())).await?;
+            // The connector's own lines, redacted by the logger, first.
+            write_connector_log(&logger, &ctx.log, &format!("action.{action}")).await?;
+            // ---- Hub contract: the output (`hub_checks`) ----
+            // Output that breaks the hub's schema is the connector's fault:
+            // 502 `connector_invalid_output`, logged with the failing paths
+            // and codes, never the values.
+            if let Ok(out) = &outcome
+                && !problems.is_empty()
+            {
+                let entry = crate::hub_checks::invalid_output_entry(
+                    action,
+                    input_bytes,
+                    out,
+                    duration_ms,
+                    &problems,
+                );
+                logger.log(LogLevel::Error, entry).await?;
+                return Err(crate::hub_checks::invalid_output(
+                    integration.hub,
+                    action,
+                    &correlation_id,
+                    &problems,
+                ));
+            }
+            // ---- End of the hub contract's output check ----
             let (level, message, details) = match &outcome {
-                Ok(out) => (
+                Ok(_) => (
                     LogLevel::Info,
                     format!("action `{action}` succeeded"),
-                    serde_json::json!({ "inputBytes": input_bytes, "outputBytes": out.to_string().len() }),
+                    serde_json::json!({ "inputBytes": input_bytes, "outputBytes": output_bytes }),
                 ),
                 Err(e) => (
                     LogLevel::Error,

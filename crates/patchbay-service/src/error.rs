@@ -61,9 +61,19 @@ pub enum ServiceError {
     /// The database is unreachable.
     #[error("{0}")]
     Unavailable(String),
+    /// Too much of the caller's work is running or waiting already (the
+    /// per-tenant action limit: `code` is `tenant_concurrency_exceeded`);
+    /// retry after the given time.
+    #[error("{message}")]
+    Overloaded {
+        code: &'static str,
+        message: String,
+        retry_after_secs: u64,
+    },
     /// A connector (or the provider behind it) failed the call: `code` is
     /// one of `connector_auth_failed`, `connector_rate_limited`,
-    /// `connector_unavailable`, `connector_failed`, `action_unsupported`.
+    /// `connector_unavailable`, `connector_failed`, `action_unsupported`,
+    /// `connector_invalid_output` (the output broke the hub's contract).
     #[error("{message}")]
     Connector {
         code: &'static str,
@@ -106,7 +116,7 @@ impl ServiceError {
             ServiceError::NotFound(_) => "not_found",
             ServiceError::Invalid { .. } => "invalid",
             ServiceError::Conflict { .. } => "refused",
-            ServiceError::RateLimited { .. } => "rate_limited",
+            ServiceError::RateLimited { .. } | ServiceError::Overloaded { .. } => "rate_limited",
             ServiceError::Unavailable(_)
             | ServiceError::Internal(_)
             | ServiceError::Connector { .. } => "failed",

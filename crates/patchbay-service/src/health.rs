@@ -223,6 +223,7 @@ impl Services {
                             config: Map::new(),
                             deadline: timeout,
                             correlation_id: None,
+                            log: patchbay_runtime::CallLog::default(),
                         };
                         checks.push(match tokio::time::timeout(timeout, connector.check(&ctx)).await {
                             Err(_) => check(
@@ -236,6 +237,9 @@ impl Services {
                             Ok(Ok(health)) => check("provider", CheckStatus::Fail, health.message),
                             Ok(Err(e)) => check("provider", CheckStatus::Fail, e.to_string()),
                         });
+                        let logger = self.logger(scope, id, None).await?;
+                        crate::actions::write_connector_log(&logger, &ctx.log, "health.check")
+                            .await?;
                     }
                 }
             }

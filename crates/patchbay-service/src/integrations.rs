@@ -225,6 +225,8 @@ struct ItemRef<'a> {
     api_versions: &'a [patchbay_core::ApiVersion],
     capabilities: &'a patchbay_core::Capabilities,
     network_hosts: &'a [patchbay_core::HostRule],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    runtime: Option<&'a patchbay_core::RuntimeSpec>,
     state: &'a StateOut,
 }
 
@@ -252,6 +254,7 @@ impl Serialize for Item<'_> {
             api_versions,
             capabilities,
             network_hosts,
+            runtime,
         } = i;
         ItemRef {
             id,
@@ -273,6 +276,7 @@ impl Serialize for Item<'_> {
             api_versions,
             capabilities,
             network_hosts,
+            runtime: runtime.as_ref(),
             state: &self.state,
         }
         .serialize(s)

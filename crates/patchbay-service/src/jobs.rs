@@ -32,7 +32,8 @@ pub enum JobKind {
     HealthSweep,
     /// Applies every tenant's operation-log retention.
     LogsPrune,
-    /// Deletes old finished jobs and expired panel sessions.
+    /// Deletes old finished jobs, expired panel sessions and usage hours
+    /// past their retention.
     JobsPrune,
 }
 

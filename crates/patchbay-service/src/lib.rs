@@ -16,7 +16,12 @@
 //!   retention.
 //! * [`events`], [`audit`] — the outbox and the audit trail.
 //! * [`users`] — operator accounts, sessions and sign-in for the admin panel.
+//! * [`components`] — connectors from folders (`--connectors-dir`): their
+//!   manifests and WebAssembly components.
 //! * [`demo`] — the demo tenant of `patchbay serve --demo`.
+//! * [`actions`] — an integration's actions run through its connector;
+//!   [`limits`] — the per-tenant concurrency limit they pass;
+//!   [`usage`] — their metering per hour, and its reads.
 //!
 //! Architecture invariants:
 //! * Scope comes only from the [`Caller`]; no method takes a tenant or
@@ -30,16 +35,21 @@ pub mod actions;
 pub mod audit;
 pub mod auth;
 pub mod clock;
+pub mod components;
 pub mod credentials;
 pub mod demo;
 pub mod error;
 pub mod events;
 pub mod health;
+mod hub_checks;
 pub mod integrations;
 pub mod jobs;
 pub mod keys;
+pub mod limits;
 pub mod logs;
+pub mod streams;
 pub mod tenants;
+pub mod usage;
 pub mod users;
 pub mod worker;
 
@@ -52,6 +62,7 @@ pub use auth::{Access, Caller, CallerKind, Feature};
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use error::{FieldError, Result, ServiceError};
 pub use keys::{KeyError, KeyManager, KeySource, RotationOptions};
+pub use limits::ActionLimits;
 
 /// Everything the services need. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -70,8 +81,13 @@ struct Inner {
     sign_in: users::SignInLimiter,
     /// Bumped whenever a worker of this process has recorded finished jobs.
     job_finishes: tokio::sync::watch::Sender<u64>,
-    /// The connectors compiled into this build.
-    natives: patchbay_runtime::NativeConnectors,
+    /// The connectors compiled into this build (and any registered since);
+    /// swapped whole, like the registry.
+    natives: RwLock<Arc<patchbay_runtime::NativeConnectors>>,
+    /// The per-tenant concurrency limit of actions.
+    gate: limits::ActionGate,
+    /// Actions' usage counts, flushed to the store about once a second.
+    usage: usage::UsageMeter,
 }
 
 impl Services {
@@ -84,6 +100,7 @@ impl Services {
         clock: Arc<dyn Clock>,
     ) -> Services {
         let logs = logs::LogWriter::start(store.clone());
+        let usage = usage::UsageMeter::start(store.clone());
         Services {
             inner: Arc::new(Inner {
                 store,
@@ -93,7 +110,9 @@ impl Services {
                 logs,
                 sign_in: users::SignInLimiter::default(),
                 job_finishes: tokio::sync::watch::Sender::new(0),
-                natives: patchbay_runtime::NativeConnectors::builtin(),
+                natives: RwLock::new(Arc::new(patchbay_runtime::NativeConnectors::builtin())),
+                gate: limits::ActionGate::default(),
+                usage,
             }),
         }
     }
@@ -121,8 +140,53 @@ impl Services {
     }
 
     /// The native connectors of this build.
-    pub fn natives(&self) -> &patchbay_runtime::NativeConnectors {
-        &self.inner.natives
+    pub fn natives(&self) -> Arc<patchbay_runtime::NativeConnectors> {
+        self.inner
+            .natives
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Registers (or replaces) a native connector for `integration_id`, for
+    /// one API version or, with `None`, for every version without its own.
+    /// Calls already running keep the connector they took. Embedders and
+    /// tests use it to plug in connectors this build does not carry.
+    pub fn register_native(
+        &self,
+        integration_id: &str,
+        api_version: Option<&str>,
+        connector: Arc<dyn patchbay_runtime::Connector>,
+    ) {
+        let mut natives = self
+            .inner
+            .natives
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut next = (**natives).clone();
+        next.register(integration_id, api_version, connector);
+        *natives = Arc::new(next);
+    }
+
+    /// The per-tenant concurrency limit of actions in this process.
+    pub fn action_limits(&self) -> ActionLimits {
+        self.inner.gate.limits()
+    }
+
+    /// Changes the per-tenant concurrency limit of actions (per process:
+    /// see [`limits`]). A tenant with calls running keeps its current slots
+    /// until it is idle; `patchbay serve` sets it once, at start-up.
+    pub fn set_action_limits(&self, limits: ActionLimits) {
+        self.inner.gate.set_limits(limits);
+    }
+
+    /// How many of `tenant`'s actions run and wait in this process now.
+    pub fn action_load(&self, tenant: &patchbay_core::TenantId) -> (u32, u32) {
+        self.inner.gate.load(tenant)
+    }
+
+    pub(crate) fn action_gate(&self) -> &limits::ActionGate {
+        &self.inner.gate
     }
 
     /// A counter bumped whenever this process's workers finish jobs.
@@ -170,8 +234,12 @@ impl Services {
         Ok(caller)
     }
 
-    /// Waits until every operation-log entry handed over so far is stored.
+    /// Waits until every operation-log entry handed over so far is stored,
+    /// and the usage counts recorded so far too: the flush of everything
+    /// buffered, which `patchbay serve` runs at shutdown.
     pub async fn flush_logs(&self) -> Result<()> {
-        self.inner.logs.flush().await
+        let logs = self.inner.logs.flush().await;
+        let usage = self.inner.usage.flush().await;
+        logs.and(usage)
     }
 }

@@ -912,7 +912,13 @@ async fn jobs_prune(services: Services, _: JobContext) -> Result<Option<Value>, 
         .delete_expired_sessions(now)
         .await
         .map_err(|e| JobError::Retry(e.to_string()))?;
-    Ok(Some(
-        serde_json::json!({ "deletedJobs": jobs, "deletedSessions": sessions }),
-    ))
+    let usage = store
+        .prune_usage(now.plus_seconds(-crate::usage::RETENTION_DAYS * 86_400))
+        .await
+        .map_err(|e| JobError::Retry(e.to_string()))?;
+    Ok(Some(serde_json::json!({
+        "deletedJobs": jobs,
+        "deletedSessions": sessions,
+        "deletedUsageHours": usage,
+    })))
 }
