@@ -43,8 +43,7 @@ fn body(operation: &str, n: usize, tenant: &str) -> Option<Value> {
         "setBundleState" => json!({ "enabled": false }),
         "putSettings" => json!({ "logRetentionDays": 30, "errorLogRetentionDays": 90 }),
         "updateSchedule" => json!({ "enabled": true }),
-        "invokeAction" => json!({}),
-        "readStream" => json!({}),
+        "invokeAction" | "readStream" => json!({}),
         "createTenant" => json!({ "slug": format!("t-{n}"), "name": "T" }),
         "createOrganization" => json!({ "slug": format!("o-{n}"), "name": "O" }),
         "createToken" => {

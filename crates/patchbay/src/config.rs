@@ -111,6 +111,47 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "PATCHBAY_WORKER_ID")]
     pub(crate) worker_id: Option<String>,
 
+    /// Connector actions one tenant may run at once in this process
+    /// (1-1024); further calls wait in the tenant's queue. Per process: N
+    /// servers let a tenant run N times as many.
+    #[arg(long, env = "PATCHBAY_ACTION_CONCURRENCY", default_value_t = 5)]
+    pub(crate) action_concurrency: u32,
+
+    /// Calls of one tenant that may wait for a free slot (0-10000), each up
+    /// to 10 s; beyond, 429 `tenant_concurrency_exceeded` with Retry-After.
+    #[arg(long, env = "PATCHBAY_ACTION_QUEUE", default_value_t = 20)]
+    pub(crate) action_queue: u32,
+
+    /// A folder of connectors to add to the catalog: its own `patchbay.toml`
+    /// and those of its subfolders, with the WebAssembly components they
+    /// name. Repeat the flag (or separate with `:` in the variable) for more.
+    #[arg(
+        long = "connectors-dir",
+        env = "PATCHBAY_CONNECTORS_DIR",
+        value_name = "DIR",
+        value_delimiter = ':'
+    )]
+    pub(crate) connectors_dirs: Vec<std::path::PathBuf>,
+
+    /// The longest deadline, in seconds, a connector's manifest may set for
+    /// one call (1-3600); a manifest asking more runs with this.
+    #[arg(
+        long,
+        env = "PATCHBAY_CONNECTOR_MAX_DEADLINE_SECS",
+        default_value_t = 60
+    )]
+    pub(crate) connector_max_deadline_secs: u64,
+
+    /// The most memory, in MiB, a WebAssembly connector's call may use
+    /// (1-4096); a manifest asking more runs with this.
+    #[arg(long, env = "PATCHBAY_CONNECTOR_MAX_MEMORY_MIB", default_value_t = 256)]
+    pub(crate) connector_max_memory_mib: u64,
+
+    /// Let connectors reach loopback, private and link-local addresses (for
+    /// providers on the operator's own network). Off: refused.
+    #[arg(long, env = "PATCHBAY_CONNECTOR_ALLOW_PRIVATE_NETWORK")]
+    pub(crate) connector_allow_private_network: bool,
+
     /// Log filter: a level (info, debug, …) or per-module directives
     /// (`info,patchbay_store=debug`).
     #[arg(long, env = "PATCHBAY_LOG", default_value = "info")]
@@ -130,6 +171,14 @@ pub(crate) enum LogFormat {
     Json,
 }
 
+/// Where extra connectors come from and what they may do.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnectorsConfig {
+    pub(crate) dirs: Vec<std::path::PathBuf>,
+    pub(crate) limits: patchbay_service::components::OperatorLimits,
+    pub(crate) allow_private_network: bool,
+}
+
 /// A validated configuration.
 #[derive(Debug)]
 pub(crate) struct ServeConfig {
@@ -142,6 +191,9 @@ pub(crate) struct ServeConfig {
     /// `None` when this process runs no jobs.
     pub(crate) workers: Option<patchbay_service::worker::WorkerConfig>,
     pub(crate) shutdown_grace: std::time::Duration,
+    /// The per-tenant concurrency limit of connector actions.
+    pub(crate) action_limits: patchbay_service::ActionLimits,
+    pub(crate) connectors: ConnectorsConfig,
     pub(crate) log_filter: tracing_subscriber::EnvFilter,
     pub(crate) log_format: LogFormat,
 }
@@ -161,12 +213,39 @@ impl ServeArgs {
                 self.worker_id,
             )?)
         };
+        if !(1..=3600).contains(&self.connector_max_deadline_secs) {
+            anyhow::bail!(
+                "invalid --connector-max-deadline-secs {}: expected 1 to 3600",
+                self.connector_max_deadline_secs
+            );
+        }
+        if !(1..=4096).contains(&self.connector_max_memory_mib) {
+            anyhow::bail!(
+                "invalid --connector-max-memory-mib {}: expected 1 to 4096",
+                self.connector_max_memory_mib
+            );
+        }
+        for dir in &self.connectors_dirs {
+            if !dir.is_dir() {
+                anyhow::bail!("invalid --connectors-dir {}: not a folder", dir.display());
+            }
+        }
+        let connectors = ConnectorsConfig {
+            dirs: self.connectors_dirs,
+            limits: patchbay_service::components::OperatorLimits {
+                max_deadline: std::time::Duration::from_secs(self.connector_max_deadline_secs),
+                max_memory_bytes: usize::try_from(self.connector_max_memory_mib << 20)
+                    .unwrap_or(usize::MAX),
+            },
+            allow_private_network: self.connector_allow_private_network,
+        };
         if self.shutdown_grace_secs > 3600 {
             anyhow::bail!(
                 "invalid --shutdown-grace-secs {}: expected 0 to 3600",
                 self.shutdown_grace_secs
             );
         }
+        let action_limits = action_limits(self.action_concurrency, self.action_queue)?;
         // Quiet the SQL driver unless asked for by name.
         let directives = if self.log.contains("sqlx") {
             self.log.clone()
@@ -184,6 +263,8 @@ impl ServeArgs {
             listen,
             workers,
             shutdown_grace: std::time::Duration::from_secs(self.shutdown_grace_secs),
+            action_limits,
+            connectors,
             log_filter,
             log_format: self.log_format,
         })
@@ -247,6 +328,21 @@ fn worker_config(
     }
     config.queues.retain(|q| q.1 > 0);
     Ok(config)
+}
+
+/// The limit from `--action-concurrency` and `--action-queue`.
+fn action_limits(concurrency: u32, queue: u32) -> anyhow::Result<patchbay_service::ActionLimits> {
+    if !(1..=1024).contains(&concurrency) {
+        anyhow::bail!("invalid --action-concurrency {concurrency}: expected 1 to 1024");
+    }
+    if queue > 10_000 {
+        anyhow::bail!("invalid --action-queue {queue}: expected 0 to 10000");
+    }
+    Ok(patchbay_service::ActionLimits {
+        concurrency,
+        queue,
+        ..patchbay_service::ActionLimits::default()
+    })
 }
 
 fn parse_listen(s: &str) -> anyhow::Result<SocketAddr> {

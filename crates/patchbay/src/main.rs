@@ -7,11 +7,14 @@
 //!   beside running servers; it can be interrupted and run again.
 //! * `logs prune` applies the operation-log retention now.
 //! * `catalog check` / `catalog list` work with connector manifests.
+//! * `connector new` / `build` / `test` make WebAssembly connectors with the
+//!   Rust SDK (`sdk/rust`).
 //!
 //! Errors are printed as one readable line on standard error, with a non-zero
 //! exit status: 2 for bad usage or configuration, 1 for failures at run time.
 
 mod config;
+mod connector;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -49,6 +52,9 @@ enum Command {
     /// Work with connector manifests.
     #[command(subcommand)]
     Catalog(CatalogCommand),
+    /// Create, build and test WebAssembly connectors.
+    #[command(subcommand)]
+    Connector(connector::ConnectorCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -176,6 +182,7 @@ fn main() -> ExitCode {
                 Err(e) => fail(&e, 1),
             }
         }
+        Command::Connector(command) => connector::run(command),
         Command::Catalog(CatalogCommand::List) => match patchbay_connectors::builtin_registry() {
             Ok(reg) => {
                 for i in reg.integrations() {
@@ -261,9 +268,59 @@ async fn open_for_admin(data: &config::DataArgs) -> anyhow::Result<Services> {
     ))
 }
 
+/// The catalog: the built-in connectors and those of `--connectors-dir`,
+/// whose WebAssembly components are loaded, ready to register.
+fn catalog(
+    connectors: &config::ConnectorsConfig,
+) -> anyhow::Result<(
+    patchbay_core::Registry,
+    Vec<patchbay_service::components::Loaded>,
+)> {
+    use patchbay_service::components;
+    let local = components::read_connector_dirs(&connectors.dirs).map_err(anyhow::Error::msg)?;
+    if local.is_empty() {
+        return Ok((patchbay_connectors::builtin_registry()?, Vec::new()));
+    }
+    let paths: Vec<String> = local
+        .iter()
+        .map(components::LocalManifest::display_path)
+        .collect();
+    let registry = patchbay_core::Registry::load(
+        patchbay_connectors::builtin_sources()
+            .map(|b| patchbay_core::ManifestSource {
+                path: b.path,
+                text: b.text,
+            })
+            .chain(
+                local
+                    .iter()
+                    .zip(&paths)
+                    .map(|(m, path)| patchbay_core::ManifestSource {
+                        path,
+                        text: &m.text,
+                    }),
+            ),
+    )?;
+    let host = patchbay_wasm::WasmHost::new(&patchbay_wasm::HostConfig {
+        max_memory_bytes: connectors.limits.max_memory_bytes,
+        ..patchbay_wasm::HostConfig::default()
+    })
+    .map_err(|e| anyhow::anyhow!("cannot start the WebAssembly host: {e:#}"))?;
+    let loader = patchbay_wasm::WasmLoader {
+        host,
+        http: patchbay_runtime::HttpClient::new(patchbay_runtime::HttpPolicy {
+            allow_private: connectors.allow_private_network,
+            ..patchbay_runtime::HttpPolicy::default()
+        }),
+    };
+    let components = components::load_components(&registry, &local, &loader, connectors.limits)
+        .map_err(anyhow::Error::msg)?;
+    Ok((registry, components))
+}
+
 async fn serve(config: config::ServeConfig) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
-    let registry = patchbay_connectors::builtin_registry()?;
+    let (registry, components) = catalog(&config.connectors)?;
     // Bind first: a busy port fails fast, before touching the database.
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -272,6 +329,8 @@ async fn serve(config: config::ServeConfig) -> anyhow::Result<()> {
     let keys = KeyManager::open(config.keys, &*store, patchbay_core::Timestamp::now()).await?;
     tracing::info!(database = %config.database.describe(), integrations = registry.integrations().len(), bundles = registry.bundles().len(), "database and vault ready");
     let services = Services::new(store.clone(), registry, keys, Arc::new(SystemClock));
+    services.set_action_limits(config.action_limits);
+    services.register_components(components);
     if config.bootstrap_token
         && let Some(token) = services.bootstrap_admin_token().await?
     {

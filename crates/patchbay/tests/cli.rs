@@ -175,6 +175,14 @@ fn invalid_worker_settings_are_one_line_and_create_nothing() {
             vec!["--shutdown-grace-secs", "7200"],
             "invalid --shutdown-grace-secs 7200",
         ),
+        (
+            vec!["--action-concurrency", "0"],
+            "invalid --action-concurrency 0: expected 1 to 1024",
+        ),
+        (
+            vec!["--action-queue", "20000"],
+            "invalid --action-queue 20000: expected 0 to 10000",
+        ),
     ] {
         let mut all = vec!["serve", "--data-dir", "data"];
         all.extend(args);

@@ -269,3 +269,171 @@ pub fn read_all(path: &Path) -> Vec<u8> {
     }
     v
 }
+
+/// What [`exercise_connector`] saw.
+pub struct Exercised {
+    pub health: Value,
+    pub action: Option<Value>,
+    pub batch: Option<Value>,
+}
+
+/// What [`exercise_connector`] drives.
+pub struct Drive<'a> {
+    pub id: &'a str,
+    pub credentials: Value,
+    /// An action and its input.
+    pub action: Option<(&'a str, Value)>,
+    /// A stream to read the first batch of.
+    pub stream: Option<&'a str>,
+    /// More `patchbay serve` flags.
+    pub serve_flags: &'a [&'a str],
+}
+
+/// Runs a real `patchbay serve --connectors-dir <dir>` and drives one
+/// integration of a fresh tenant end to end: checks the catalog shows its
+/// WebAssembly runtime, saves the credentials, enables it, runs a health
+/// check (the connector's `check`), the action, and reads the first batch
+/// of the stream. Asserts each answers 200.
+pub fn exercise_connector(connectors_dir: &Path, d: &Drive<'_>) -> Exercised {
+    let data = tempfile::tempdir().unwrap();
+    let addr = local_addr();
+    let mut flags = vec!["--connectors-dir", connectors_dir.to_str().unwrap()];
+    flags.extend_from_slice(d.serve_flags);
+    let (mut p, admin) = serve(data.path(), addr, &flags);
+    let admin = admin.expect("a bootstrap token");
+    let (_, token) = tenant(addr, &admin, "author");
+    let ok = |what: &str, (status, body, text): (u16, Value, String)| {
+        assert_eq!(status, 200, "{what}: {text}\nserver log:\n{}", p.stderr());
+        body
+    };
+    let id = d.id;
+    let base = format!("/api/integrations/{id}");
+    let catalog = ok(
+        "the catalog entry",
+        call(addr, "GET", &format!("/api/catalog/{id}"), &token, None),
+    );
+    assert_eq!(
+        catalog["integration"]["runtime"]["kind"], "wasm",
+        "{catalog}"
+    );
+    let put = |what: &str, path: String, body: Value| {
+        ok(what, call(addr, "PUT", &path, &token, Some(&body)))
+    };
+    put(
+        "saving credentials",
+        format!("{base}/credentials"),
+        serde_json::json!({ "values": d.credentials }),
+    );
+    put(
+        "enabling",
+        format!("{base}/state"),
+        serde_json::json!({ "status": "enabled" }),
+    );
+    let health = ok(
+        "the health check",
+        call(addr, "POST", &format!("{base}/health"), &token, None),
+    );
+    let action = d.action.as_ref().map(|(name, input)| {
+        ok(
+            "the action",
+            call(
+                addr,
+                "POST",
+                &format!("{base}/actions/{name}"),
+                &token,
+                Some(input),
+            ),
+        )
+    });
+    let batch = d.stream.map(|stream| {
+        ok(
+            "the read",
+            call(
+                addr,
+                "POST",
+                &format!("{base}/streams/{stream}/read"),
+                &token,
+                Some(&serde_json::json!({})),
+            ),
+        )
+    });
+    assert!(p.stop().success());
+    Exercised {
+        health,
+        action,
+        batch,
+    }
+}
+
+/// A plain HTTP server on 127.0.0.1 answering from recordings in the
+/// format of `patchbay connector test` (`fixtures/http/*.json`: `method`,
+/// `path`, `status`, `body`), matched by method and path without the query;
+/// anything else gets 404. It runs until the test process ends.
+pub fn recorded_http_server(recordings: &Path) -> SocketAddr {
+    let mut answers: Vec<(String, String, u16, Vec<u8>)> = Vec::new();
+    for entry in std::fs::read_dir(recordings).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        let value: Value = serde_json::from_str(&text).unwrap();
+        let list = match value {
+            Value::Array(items) => items,
+            one => vec![one],
+        };
+        for r in list {
+            let body = match &r["body"] {
+                Value::String(s) => s.clone().into_bytes(),
+                Value::Null => Vec::new(),
+                other => serde_json::to_vec(other).unwrap(),
+            };
+            answers.push((
+                r["method"].as_str().unwrap().to_owned(),
+                r["path"].as_str().unwrap().to_owned(),
+                r["status"]
+                    .as_u64()
+                    .map_or(200, |s| u16::try_from(s).unwrap()),
+                body,
+            ));
+        }
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            if std::io::BufRead::read_line(&mut reader, &mut line).is_err() {
+                continue;
+            }
+            let mut parts = line.split_whitespace();
+            let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
+            let path = target.split('?').next().unwrap_or("/");
+            let mut length = 0usize;
+            loop {
+                let mut header = String::new();
+                if std::io::BufRead::read_line(&mut reader, &mut header).is_err()
+                    || header.trim().is_empty()
+                {
+                    break;
+                }
+                if let Some((name, value)) = header.split_once(':')
+                    && name.eq_ignore_ascii_case("content-length")
+                {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0u8; length];
+            let _ = std::io::Read::read_exact(&mut reader, &mut body);
+            let (status, answer) = answers
+                .iter()
+                .find(|(m, p, _, _)| m == method && p == path)
+                .map_or((404, b"{}".to_vec()), |(_, _, s, b)| (*s, b.clone()));
+            let head = format!(
+                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                answer.len()
+            );
+            let _ = std::io::Write::write_all(&mut stream, head.as_bytes());
+            let _ = std::io::Write::write_all(&mut stream, &answer);
+        }
+    });
+    addr
+}
