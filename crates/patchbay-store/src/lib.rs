@@ -22,6 +22,7 @@ mod postgres;
 mod sql;
 mod sqlite;
 mod statements;
+pub mod sync;
 pub mod usage;
 
 use std::path::PathBuf;
@@ -35,6 +36,10 @@ pub use jobs::{
     JobQuery, JobRecord, JobStatus, JobStore, NewJob, ScheduleRecord,
 };
 pub use model::*;
+pub use sync::{
+    BatchOutcome, IdMapping, IncomingRecord, NewSyncRun, SyncBatch, SyncCounters, SyncCursor,
+    SyncDirection, SyncRecordRow, SyncRunQuery, SyncRunRecord, SyncStatus, SyncStore,
+};
 pub use usage::{UsageCounts, UsageQuery, UsageRecord, UsageStore};
 
 /// Which database a store runs on.
@@ -170,7 +175,9 @@ pub async fn connect_for_admin(config: &DatabaseConfig) -> Result<Arc<dyn Store>
 ///
 /// Methods taking a [`Scope`] only ever see rows of that scope.
 #[async_trait::async_trait]
-pub trait Store: JobStore + UsageStore + Send + Sync + std::fmt::Debug + 'static {
+pub trait Store:
+    JobStore + UsageStore + SyncStore + Send + Sync + std::fmt::Debug + 'static
+{
     fn backend(&self) -> Backend;
 
     /// Checks that the database answers and reports the migration versions.

@@ -67,6 +67,11 @@ pub const SQLITE: &[Migration] = &[
         name: "usage",
         sql: include_str!("../migrations/sqlite/0007_usage.sql"),
     },
+    Migration {
+        version: 8,
+        name: "sync",
+        sql: include_str!("../migrations/sqlite/0008_sync.sql"),
+    },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -104,6 +109,11 @@ pub const POSTGRES: &[Migration] = &[
         version: 7,
         name: "usage",
         sql: include_str!("../migrations/postgres/0007_usage.sql"),
+    },
+    Migration {
+        version: 8,
+        name: "sync",
+        sql: include_str!("../migrations/postgres/0008_sync.sql"),
     },
 ];
 

@@ -24,6 +24,7 @@ const OUTBOX_LOCK: i64 = 0x7061_7463_6862_6101;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 mod jobs;
+mod sync;
 mod usage;
 
 #[derive(Debug)]

@@ -30,6 +30,7 @@ use crate::statements::{self as st, lite};
 use crate::*;
 
 mod jobs;
+mod sync;
 mod usage;
 
 const READERS: usize = 4;

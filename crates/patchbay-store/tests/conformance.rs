@@ -92,6 +92,12 @@ conformance!(
     enqueues_wake_workers_across_processes,
     usage_is_added_per_hour_and_read_within_scope,
     concurrent_usage_batches_add_up_across_processes,
+    sync_runs_have_a_lifecycle_and_one_active_run_per_stream,
+    sync_batches_create_update_skip_unchanged_and_delete_in_seq_order,
+    sync_batches_move_the_cursor_by_compare_and_set,
+    concurrent_first_sync_batches_commit_once,
+    sync_data_is_isolated_per_scope,
+    sync_id_and_field_mappings_are_stored_per_stream,
 );
 
 fn t(us: i64) -> Timestamp {
@@ -2489,4 +2495,1251 @@ async fn concurrent_usage_batches_add_up_across_processes(f: Fixture) {
             assert_eq!(c, counts(200, 8 * 13, 2000, 20_000, 200_000));
         }
     }
+}
+
+// ---- data sync ----
+
+const SYNC: &str = "sync_files";
+
+fn rec(id: &str, data: &str) -> IncomingRecord {
+    IncomingRecord {
+        external_id: id.into(),
+        data: format!("{{\"v\":\"{data}\"}}"),
+        hash: format!("hash-{data}"),
+        deleted: false,
+    }
+}
+
+fn gone(id: &str, data: &str) -> IncomingRecord {
+    IncomingRecord {
+        deleted: true,
+        ..rec(id, data)
+    }
+}
+
+fn batch(
+    scope: &Scope,
+    run_id: i64,
+    stream: &str,
+    from: Option<&str>,
+    next: Option<&str>,
+    records: Vec<IncomingRecord>,
+    now: Timestamp,
+) -> SyncBatch {
+    SyncBatch {
+        scope: scope.clone(),
+        run_id,
+        integration_id: SYNC.into(),
+        stream: stream.into(),
+        entity_type: format!("{stream}_entity"),
+        from_cursor: from.map(str::to_owned),
+        next_cursor: next.map(str::to_owned),
+        records,
+        failed: 0,
+        skipped: 0,
+        total: None,
+        now,
+    }
+}
+
+fn new_run(scope: &Scope, stream: &str) -> NewSyncRun {
+    NewSyncRun {
+        scope: scope.clone(),
+        integration_id: SYNC.into(),
+        stream: stream.into(),
+        direction: SyncDirection::Import,
+    }
+}
+
+/// A run of `stream`, created and started.
+async fn running(s: &dyn Store, scope: &Scope, stream: &str, at: Timestamp) -> SyncRunRecord {
+    let r = s.create_sync_run(new_run(scope, stream), at).await.unwrap();
+    s.start_sync_run(scope, r.id, at).await.unwrap().unwrap()
+}
+
+async fn records_of(s: &dyn Store, scope: &Scope, stream: &str, after: i64) -> Vec<SyncRecordRow> {
+    s.list_sync_records(scope, SYNC, stream, after, 1000)
+        .await
+        .unwrap()
+}
+
+/// (external id, seq, deleted) of each record.
+fn shape(rows: &[SyncRecordRow]) -> Vec<(String, i64, bool)> {
+    rows.iter()
+        .map(|r| (r.external_id.clone(), r.seq, r.deleted))
+        .collect()
+}
+
+fn sync_counters(
+    processed: i64,
+    created: i64,
+    updated: i64,
+    unchanged: i64,
+    skipped: i64,
+    failed: i64,
+) -> SyncCounters {
+    SyncCounters {
+        processed,
+        created,
+        updated,
+        unchanged,
+        skipped,
+        failed,
+    }
+}
+
+async fn sync_runs_have_a_lifecycle_and_one_active_run_per_stream(f: Fixture) {
+    let s = &*f.store;
+    let a = tenant(s, "acme").await;
+    let r1 = s
+        .create_sync_run(new_run(&a, "orders"), t(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        (r1.status, r1.direction, r1.counters, r1.total, r1.job_id),
+        (
+            SyncStatus::Queued,
+            SyncDirection::Import,
+            SyncCounters::default(),
+            None,
+            None
+        )
+    );
+    assert_eq!(
+        (
+            r1.scope.clone(),
+            r1.integration_id.as_str(),
+            r1.stream.as_str()
+        ),
+        (a.clone(), SYNC, "orders")
+    );
+    assert_eq!(
+        (r1.created_at, r1.updated_at, r1.started_at, r1.finished_at),
+        (t(10), t(10), None, None)
+    );
+    assert!(!r1.cancel_requested && r1.cursor_start.is_none() && r1.cursor_end.is_none());
+    assert_eq!(s.get_sync_run(&a, r1.id).await.unwrap().as_ref(), Some(&r1));
+
+    // One active run per stream: a second queued one is refused; another
+    // stream, or the same stream of another integration, is not.
+    let dup = s.create_sync_run(new_run(&a, "orders"), t(11)).await;
+    assert!(
+        matches!(&dup, Err(StoreError::Conflict(m)) if m.contains("orders")),
+        "{dup:?}"
+    );
+    let r2 = s
+        .create_sync_run(new_run(&a, "customers"), t(12))
+        .await
+        .unwrap();
+    let other = s
+        .create_sync_run(
+            NewSyncRun {
+                integration_id: "other_sync".into(),
+                direction: SyncDirection::Export,
+                ..new_run(&a, "orders")
+            },
+            t(13),
+        )
+        .await
+        .unwrap();
+    assert_eq!(other.direction, SyncDirection::Export);
+
+    // The job, then the start (no cursor yet), then a resumed start.
+    s.set_sync_run_job(&a, r1.id, 42).await.unwrap();
+    assert!(matches!(
+        s.set_sync_run_job(&a, 999_999, 42).await,
+        Err(StoreError::NotFound(_))
+    ));
+    let started = s.start_sync_run(&a, r1.id, t(20)).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            started.status,
+            started.started_at,
+            started.cursor_start.clone(),
+            started.job_id,
+            started.updated_at
+        ),
+        (SyncStatus::Running, Some(t(20)), None, Some(42), t(20))
+    );
+    // Still running, still one active run.
+    assert!(matches!(
+        s.create_sync_run(new_run(&a, "orders"), t(21)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let out = s
+        .commit_sync_batch(batch(
+            &a,
+            r1.id,
+            "orders",
+            None,
+            Some("c1"),
+            vec![rec("x", "1")],
+            t(22),
+        ))
+        .await
+        .unwrap();
+    assert_eq!((out.last_seq, out.cancel_requested), (1, false));
+    let resumed = s.start_sync_run(&a, r1.id, t(30)).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            resumed.started_at,
+            resumed.cursor_start.clone(),
+            resumed.cursor_end.as_deref()
+        ),
+        (Some(t(20)), None, Some("c1")),
+        "a resumed run keeps its start"
+    );
+
+    // Counters outside a batch; then a cancel request, which the run sees.
+    assert!(
+        !s.add_sync_counters(&a, r1.id, sync_counters(3, 0, 0, 0, 1, 2), t(31))
+            .await
+            .unwrap()
+    );
+    let asked = s
+        .request_sync_cancel(&a, r1.id, t(32))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (asked.status, asked.cancel_requested, asked.finished_at),
+        (SyncStatus::Running, true, None)
+    );
+    assert!(
+        s.add_sync_counters(&a, r1.id, SyncCounters::default(), t(33))
+            .await
+            .unwrap()
+    );
+    let got = s.get_sync_run(&a, r1.id).await.unwrap().unwrap();
+    assert_eq!(got.counters, sync_counters(4, 1, 0, 0, 1, 2));
+
+    // A queued run is cancelled at once and cannot start.
+    let cancelled = s
+        .request_sync_cancel(&a, r2.id, t(34))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            cancelled.status,
+            cancelled.cancel_requested,
+            cancelled.finished_at
+        ),
+        (SyncStatus::Cancelled, true, Some(t(34)))
+    );
+    assert!(s.start_sync_run(&a, r2.id, t(35)).await.unwrap().is_none());
+    assert!(
+        !s.finish_sync_run(&a, r2.id, SyncStatus::Failed, None, t(35))
+            .await
+            .unwrap()
+    );
+
+    // Finishing: only as a final status, only once.
+    assert!(matches!(
+        s.finish_sync_run(&a, r1.id, SyncStatus::Running, None, t(36))
+            .await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(
+        s.finish_sync_run(&a, r1.id, SyncStatus::Succeeded, None, t(40))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.finish_sync_run(&a, r1.id, SyncStatus::Failed, Some("late".into()), t(41))
+            .await
+            .unwrap()
+    );
+    let done = s.get_sync_run(&a, r1.id).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            done.status,
+            done.finished_at,
+            done.error.clone(),
+            done.updated_at
+        ),
+        (SyncStatus::Succeeded, Some(t(40)), None, t(40))
+    );
+    // A finished run: a cancel request changes nothing, counters are refused.
+    assert_eq!(
+        s.request_sync_cancel(&a, r1.id, t(42)).await.unwrap(),
+        Some(done.clone())
+    );
+    assert!(
+        s.request_sync_cancel(&a, 999_999, t(42))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(matches!(
+        s.add_sync_counters(&a, r1.id, SyncCounters::default(), t(42))
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+
+    // The stream is free again; the next run starts where the last left off.
+    let r3 = s
+        .create_sync_run(new_run(&a, "orders"), t(50))
+        .await
+        .unwrap();
+    // Resetting the cursor is refused while a run of the stream is active
+    // (queued here), and for a stream without a cursor row as well.
+    for stream in ["orders", "customers"] {
+        if stream == "customers" {
+            s.create_sync_run(new_run(&a, stream), t(51)).await.unwrap();
+        }
+        assert!(
+            matches!(
+                s.reset_sync_cursor(&a, SYNC, stream).await,
+                Err(StoreError::Conflict(_))
+            ),
+            "{stream}"
+        );
+    }
+    let r3 = s.start_sync_run(&a, r3.id, t(52)).await.unwrap().unwrap();
+    assert_eq!(r3.cursor_start.as_deref(), Some("c1"));
+    assert!(
+        s.finish_sync_run(
+            &a,
+            r3.id,
+            SyncStatus::Failed,
+            Some("connector down".into()),
+            t(53)
+        )
+        .await
+        .unwrap()
+    );
+    let failed = s.get_sync_run(&a, r3.id).await.unwrap().unwrap();
+    assert_eq!(
+        (failed.status, failed.error.as_deref()),
+        (SyncStatus::Failed, Some("connector down"))
+    );
+    // Idle: the reset forgets the cursor and keeps the sequence.
+    s.reset_sync_cursor(&a, SYNC, "orders").await.unwrap();
+    let c = s
+        .get_sync_cursor(&a, SYNC, "orders")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((c.cursor, c.last_seq), (None, 1));
+    s.reset_sync_cursor(&a, SYNC, "never-synced").await.unwrap();
+    assert!(
+        s.get_sync_cursor(&a, SYNC, "never-synced")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let r4 = running(s, &a, "orders", t(60)).await;
+    assert_eq!(r4.cursor_start, None);
+    let out = s
+        .commit_sync_batch(batch(
+            &a,
+            r4.id,
+            "orders",
+            None,
+            Some("c1"),
+            vec![rec("y", "1")],
+            t(61),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(out.last_seq, 2, "sequence numbers go on after a reset");
+
+    // Listing: newest first, filtered, paged.
+    let ids = |runs: Vec<SyncRunRecord>| runs.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    let all = ids(s
+        .list_sync_runs(
+            &a,
+            &SyncRunQuery {
+                limit: 100,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap());
+    assert_eq!(all.len(), 6);
+    assert!(all.windows(2).all(|w| w[0] > w[1]), "{all:?}");
+    assert_eq!(all[0], r4.id);
+    let orders = ids(s
+        .list_sync_runs(
+            &a,
+            &SyncRunQuery {
+                integration_id: Some(SYNC.into()),
+                stream: Some("orders".into()),
+                limit: 100,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap());
+    assert_eq!(orders, [r4.id, r3.id, r1.id]);
+    let succeeded = ids(s
+        .list_sync_runs(
+            &a,
+            &SyncRunQuery {
+                status: Some(SyncStatus::Succeeded),
+                limit: 100,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap());
+    assert_eq!(succeeded, [r1.id]);
+    let page = ids(s
+        .list_sync_runs(
+            &a,
+            &SyncRunQuery {
+                before_id: Some(r4.id),
+                limit: 2,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap());
+    assert_eq!(page, all[1..3]);
+    let exports = ids(s
+        .list_sync_runs(
+            &a,
+            &SyncRunQuery {
+                integration_id: Some("other_sync".into()),
+                status: Some(SyncStatus::Queued),
+                limit: 0,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap());
+    assert_eq!(exports, [other.id], "a limit of 0 reads as 1");
+}
+
+async fn sync_batches_create_update_skip_unchanged_and_delete_in_seq_order(f: Fixture) {
+    let s = &*f.store;
+    let a = tenant(s, "acme").await;
+    let run = running(s, &a, "orders", t(1)).await;
+    let first = SyncBatch {
+        skipped: 1,
+        failed: 2,
+        total: Some(100),
+        ..batch(
+            &a,
+            run.id,
+            "orders",
+            None,
+            Some("p1"),
+            vec![rec("a", "1"), rec("b", "1"), rec("c", "1")],
+            t(10),
+        )
+    };
+    let out = s.commit_sync_batch(first).await.unwrap();
+    assert_eq!(
+        out,
+        BatchOutcome {
+            counters: sync_counters(6, 3, 0, 0, 1, 2),
+            last_seq: 3,
+            cancel_requested: false
+        }
+    );
+    let c = s
+        .get_sync_cursor(&a, SYNC, "orders")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (c.cursor.as_deref(), c.last_seq, c.updated_at),
+        (Some("p1"), 3, t(10))
+    );
+    let rows = records_of(s, &a, "orders", 0).await;
+    assert_eq!(
+        shape(&rows),
+        [
+            ("a".into(), 1, false),
+            ("b".into(), 2, false),
+            ("c".into(), 3, false)
+        ]
+    );
+    for r in &rows {
+        assert_eq!((r.created_at, r.updated_at), (t(10), t(10)));
+        assert_eq!(r.data, r#"{"v":"1"}"#);
+        // rec_ + a UUID v7 in simple form.
+        let hex = r.local_id.strip_prefix("rec_").unwrap();
+        assert_eq!(hex.len(), 32, "{}", r.local_id);
+        assert!(
+            hex.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
+        assert_eq!(&hex[12..13], "7", "version 7: {}", r.local_id);
+        assert!("89ab".contains(&hex[16..17]), "RFC variant: {}", r.local_id);
+    }
+    let mut locals: Vec<&str> = rows.iter().map(|r| r.local_id.as_str()).collect();
+    locals.sort_unstable();
+    locals.dedup();
+    assert_eq!(locals.len(), 3);
+    // Created records are mapped under the batch's entity type.
+    let maps = s
+        .get_id_mappings(
+            &a,
+            SYNC,
+            "orders_entity",
+            &["a".into(), "b".into(), "c".into()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        maps.iter()
+            .map(|m| (m.external_id.as_str(), m.local_id.as_str(), m.updated_at))
+            .collect::<Vec<_>>(),
+        rows.iter()
+            .map(|r| (r.external_id.as_str(), r.local_id.as_str(), t(10)))
+            .collect::<Vec<_>>()
+    );
+
+    // a unchanged, b updated, c deleted, d created, e deleted before it was
+    // ever stored (nothing to mark): changes numbered in the batch's order.
+    let out = s
+        .commit_sync_batch(batch(
+            &a,
+            run.id,
+            "orders",
+            Some("p1"),
+            Some("p2"),
+            vec![
+                rec("a", "1"),
+                rec("b", "2"),
+                gone("c", "1"),
+                rec("d", "1"),
+                gone("e", "1"),
+            ],
+            t(20),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        (out.counters, out.last_seq),
+        (sync_counters(5, 1, 2, 2, 0, 0), 6)
+    );
+    let changed = records_of(s, &a, "orders", 3).await;
+    assert_eq!(
+        shape(&changed),
+        [
+            ("b".into(), 4, false),
+            ("c".into(), 5, true),
+            ("d".into(), 6, false)
+        ]
+    );
+    let b = &changed[0];
+    assert_eq!(
+        (b.data.as_str(), b.created_at, b.updated_at),
+        (r#"{"v":"2"}"#, t(10), t(20))
+    );
+    assert_eq!(b.local_id, rows[1].local_id, "the local id stays");
+    assert_eq!(changed[1].local_id, rows[2].local_id);
+    assert_eq!(s.count_sync_records(&a, SYNC, "orders").await.unwrap(), 3);
+    assert!(
+        s.get_id_mappings(&a, SYNC, "orders_entity", &["e".into()])
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing stored for e"
+    );
+
+    // Paging by sequence misses nothing and repeats nothing.
+    let mut after = 0;
+    let mut pages = Vec::new();
+    loop {
+        let page = s
+            .list_sync_records(&a, SYNC, "orders", after, 2)
+            .await
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 2);
+        after = page.last().unwrap().seq;
+        pages.extend(shape(&page));
+    }
+    assert_eq!(
+        pages,
+        [
+            ("a".into(), 1, false),
+            ("b".into(), 4, false),
+            ("c".into(), 5, true),
+            ("d".into(), 6, false)
+        ]
+    );
+
+    // The stream is exhausted for now (no next cursor: it stays). The same
+    // deletion again is unchanged; c coming back is an update.
+    let out = s
+        .commit_sync_batch(batch(
+            &a,
+            run.id,
+            "orders",
+            Some("p2"),
+            None,
+            vec![gone("c", "1")],
+            t(30),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        (out.counters, out.last_seq),
+        (sync_counters(1, 0, 0, 1, 0, 0), 6)
+    );
+    let out = s
+        .commit_sync_batch(batch(
+            &a,
+            run.id,
+            "orders",
+            Some("p2"),
+            None,
+            vec![rec("c", "3")],
+            t(40),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        (out.counters, out.last_seq),
+        (sync_counters(1, 0, 1, 0, 0, 0), 7)
+    );
+    assert_eq!(
+        shape(&records_of(s, &a, "orders", 6).await),
+        [("c".into(), 7, false)]
+    );
+    assert_eq!(s.count_sync_records(&a, SYNC, "orders").await.unwrap(), 4);
+    // An empty batch moves the cursor only.
+    let out = s
+        .commit_sync_batch(batch(
+            &a,
+            run.id,
+            "orders",
+            Some("p2"),
+            Some("p3"),
+            vec![],
+            t(50),
+        ))
+        .await
+        .unwrap();
+    assert_eq!((out.counters, out.last_seq), (SyncCounters::default(), 7));
+
+    let c = s
+        .get_sync_cursor(&a, SYNC, "orders")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (c.cursor.as_deref(), c.last_seq, c.updated_at),
+        (Some("p3"), 7, t(50))
+    );
+    let got = s.get_sync_run(&a, run.id).await.unwrap().unwrap();
+    assert_eq!(got.counters, sync_counters(13, 4, 3, 3, 1, 2));
+    assert_eq!(
+        (got.total, got.cursor_end.as_deref(), got.updated_at),
+        (Some(100), Some("p3"), t(50)),
+        "a batch without a total keeps the last one"
+    );
+    // Another stream of the same integration has its own sequence.
+    let other = running(s, &a, "customers", t(60)).await;
+    let out = s
+        .commit_sync_batch(batch(
+            &a,
+            other.id,
+            "customers",
+            None,
+            Some("x"),
+            vec![rec("a", "9")],
+            t(61),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(out.last_seq, 1);
+    assert_eq!(
+        shape(&records_of(s, &a, "customers", 0).await),
+        [("a".into(), 1, false)]
+    );
+    assert_eq!(records_of(s, &a, "orders", 0).await.len(), 4);
+}
+
+/// The run, the cursor and the records of `orders` are as they were after
+/// the compare-and-set test's first batch.
+async fn untouched(s: &dyn Store, a: &Scope, run: &SyncRunRecord, cursor: &SyncCursor) {
+    assert_eq!(&s.get_sync_run(a, run.id).await.unwrap().unwrap(), run);
+    assert_eq!(
+        &s.get_sync_cursor(a, SYNC, "orders").await.unwrap().unwrap(),
+        cursor
+    );
+    assert_eq!(
+        shape(&records_of(s, a, "orders", 0).await),
+        [("a".into(), 1, false)]
+    );
+    assert!(
+        s.get_id_mappings(a, SYNC, "orders_entity", &["x".into()])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn sync_batches_move_the_cursor_by_compare_and_set(f: Fixture) {
+    let s = &*f.store;
+    let a = tenant(s, "acme").await;
+    let run = running(s, &a, "orders", t(1)).await;
+    s.commit_sync_batch(batch(
+        &a,
+        run.id,
+        "orders",
+        None,
+        Some("c1"),
+        vec![rec("a", "1")],
+        t(10),
+    ))
+    .await
+    .unwrap();
+    let before_run = s.get_sync_run(&a, run.id).await.unwrap().unwrap();
+    let before_cursor = s
+        .get_sync_cursor(&a, SYNC, "orders")
+        .await
+        .unwrap()
+        .unwrap();
+    // A batch read from an older cursor (a zombie worker, say) writes nothing.
+    for from in [None, Some("zzz")] {
+        let err = s
+            .commit_sync_batch(batch(
+                &a,
+                run.id,
+                "orders",
+                from,
+                Some("c2"),
+                vec![rec("x", "1"), rec("a", "2")],
+                t(20),
+            ))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Stale(_)), "{err}");
+        untouched(s, &a, &before_run, &before_cursor).await;
+    }
+    // The same external id twice in a batch is refused.
+    let err = s
+        .commit_sync_batch(batch(
+            &a,
+            run.id,
+            "orders",
+            Some("c1"),
+            Some("c2"),
+            vec![rec("x", "1"), rec("x", "2")],
+            t(20),
+        ))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Invalid(_)), "{err}");
+    // A run that does not exist, or runs another stream, commits nothing.
+    let other = running(s, &a, "customers", t(2)).await;
+    for run_id in [999_999, other.id] {
+        let err = s
+            .commit_sync_batch(batch(
+                &a,
+                run_id,
+                "orders",
+                Some("c1"),
+                Some("c2"),
+                vec![rec("x", "1")],
+                t(20),
+            ))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::NotFound(_)), "{err}");
+    }
+    untouched(s, &a, &before_run, &before_cursor).await;
+    assert!(
+        s.get_sync_cursor(&a, SYNC, "customers")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // A cancel request: the batch in hand commits and reports it.
+    s.request_sync_cancel(&a, run.id, t(30)).await.unwrap();
+    let out = s
+        .commit_sync_batch(batch(
+            &a,
+            run.id,
+            "orders",
+            Some("c1"),
+            Some("c2"),
+            vec![rec("b", "1")],
+            t(31),
+        ))
+        .await
+        .unwrap();
+    assert!(out.cancel_requested);
+    assert!(
+        s.finish_sync_run(&a, run.id, SyncStatus::Cancelled, None, t(32))
+            .await
+            .unwrap()
+    );
+    let before_run = s.get_sync_run(&a, run.id).await.unwrap().unwrap();
+    let before_cursor = s
+        .get_sync_cursor(&a, SYNC, "orders")
+        .await
+        .unwrap()
+        .unwrap();
+    // A batch of a cancelled run: NotFound, nothing written.
+    let err = s
+        .commit_sync_batch(batch(
+            &a,
+            run.id,
+            "orders",
+            Some("c2"),
+            Some("c3"),
+            vec![rec("x", "1"), rec("a", "2")],
+            t(40),
+        ))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err}");
+    assert_eq!(
+        s.get_sync_run(&a, run.id).await.unwrap().unwrap(),
+        before_run
+    );
+    assert_eq!(
+        s.get_sync_cursor(&a, SYNC, "orders")
+            .await
+            .unwrap()
+            .unwrap(),
+        before_cursor
+    );
+    assert_eq!(
+        shape(&records_of(s, &a, "orders", 0).await),
+        [("a".into(), 1, false), ("b".into(), 2, false)]
+    );
+    // A queued (not started) run cannot commit either.
+    let queued = s
+        .create_sync_run(new_run(&a, "orders"), t(50))
+        .await
+        .unwrap();
+    let err = s
+        .commit_sync_batch(batch(
+            &a,
+            queued.id,
+            "orders",
+            Some("c2"),
+            Some("c3"),
+            vec![rec("x", "1")],
+            t(51),
+        ))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err}");
+    // Started, it goes on from the stored cursor.
+    s.start_sync_run(&a, queued.id, t(52))
+        .await
+        .unwrap()
+        .unwrap();
+    let out = s
+        .commit_sync_batch(batch(
+            &a,
+            queued.id,
+            "orders",
+            Some("c2"),
+            Some("c3"),
+            vec![rec("x", "1")],
+            t(53),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(out.last_seq, 3);
+}
+
+async fn concurrent_first_sync_batches_commit_once(f: Fixture) {
+    let a = tenant(&*f.store, "acme").await;
+    // On PostgreSQL the two workers are two stores (two processes).
+    let second = if f.store.backend() == Backend::Postgres {
+        connect(&f.config).await.unwrap()
+    } else {
+        f.store.clone()
+    };
+    for round in 0..10 {
+        let stream = format!("stream{round}");
+        let run_id = running(&*f.store, &a, &stream, t(1)).await.id;
+        let barrier = Arc::new(tokio::sync::Barrier::new(2));
+        let tasks: Vec<_> = [f.store.clone(), second.clone()]
+            .into_iter()
+            .enumerate()
+            .map(|(w, store)| {
+                let (a, stream, barrier) = (a.clone(), stream.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    let records = (0..50).map(|n| rec(&format!("w{w}-{n}"), "1")).collect();
+                    let next = format!("w{w}");
+                    let b = batch(&a, run_id, &stream, None, Some(&next), records, t(2));
+                    barrier.wait().await;
+                    store.commit_sync_batch(b).await
+                })
+            })
+            .collect();
+        let mut won = Vec::new();
+        for (w, task) in tasks.into_iter().enumerate() {
+            match task.await.unwrap() {
+                Ok(out) => {
+                    assert_eq!((out.counters.created, out.last_seq), (50, 50));
+                    won.push(w);
+                }
+                Err(StoreError::Stale(_) | StoreError::Conflict(_)) => {}
+                Err(e) => panic!("round {round}: {e}"),
+            }
+        }
+        assert_eq!(
+            won.len(),
+            1,
+            "round {round}: exactly one first batch commits"
+        );
+        let w = won[0];
+        let c = f
+            .store
+            .get_sync_cursor(&a, SYNC, &stream)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((c.cursor, c.last_seq), (Some(format!("w{w}")), 50));
+        let rows = records_of(&*f.store, &a, &stream, 0).await;
+        assert_eq!(rows.len(), 50);
+        assert!(
+            rows.iter()
+                .all(|r| r.external_id.starts_with(&format!("w{w}-")))
+        );
+        assert_eq!(
+            rows.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            (1..=50).collect::<Vec<_>>()
+        );
+        let got = f.store.get_sync_run(&a, run_id).await.unwrap().unwrap();
+        assert_eq!(got.counters, sync_counters(50, 50, 0, 0, 0, 0));
+    }
+}
+
+async fn sync_data_is_isolated_per_scope(f: Fixture) {
+    let s = &*f.store;
+    let a = tenant(s, "acme").await;
+    let b = tenant(s, "globex").await;
+    let run = running(s, &a, "orders", t(1)).await;
+    s.commit_sync_batch(batch(
+        &a,
+        run.id,
+        "orders",
+        None,
+        Some("c1"),
+        vec![rec("x", "1")],
+        t(2),
+    ))
+    .await
+    .unwrap();
+    s.put_id_mappings(
+        &a,
+        SYNC,
+        vec![IdMapping {
+            entity_type: "customer".into(),
+            local_id: "cus_1".into(),
+            external_id: "x".into(),
+            updated_at: t(3),
+        }],
+    )
+    .await
+    .unwrap();
+    s.put_field_mapping(&a, SYNC, "orders", Some("{\"a\":\"b\"}".into()), t(4))
+        .await
+        .unwrap();
+    let a_run = s.get_sync_run(&a, run.id).await.unwrap().unwrap();
+
+    // Another tenant, and another organization of the same tenant, see
+    // nothing and change nothing of it.
+    let a_other = Scope::new(a.tenant_id.as_str(), "org_other");
+    for other in [&b, &a_other] {
+        assert!(s.get_sync_run(other, run.id).await.unwrap().is_none());
+        assert!(
+            s.list_sync_runs(
+                other,
+                &SyncRunQuery {
+                    limit: 100,
+                    ..Default::default()
+                }
+            )
+            .await
+            .unwrap()
+            .is_empty()
+        );
+        assert!(
+            s.start_sync_run(other, run.id, t(10))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            s.request_sync_cancel(other, run.id, t(10))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            !s.finish_sync_run(other, run.id, SyncStatus::Failed, None, t(10))
+                .await
+                .unwrap()
+        );
+        assert!(matches!(
+            s.set_sync_run_job(other, run.id, 7).await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(matches!(
+            s.add_sync_counters(other, run.id, sync_counters(1, 1, 0, 0, 0, 0), t(10))
+                .await,
+            Err(StoreError::NotFound(_))
+        ));
+        let err = s
+            .commit_sync_batch(batch(
+                other,
+                run.id,
+                "orders",
+                None,
+                Some("evil"),
+                vec![rec("x", "2")],
+                t(10),
+            ))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::NotFound(_)), "{err}");
+        assert!(
+            s.get_sync_cursor(other, SYNC, "orders")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(records_of(s, other, "orders", 0).await.is_empty());
+        assert_eq!(
+            s.count_sync_records(other, SYNC, "orders").await.unwrap(),
+            0
+        );
+        assert!(
+            s.get_id_mappings(other, SYNC, "customer", &["x".into()])
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            s.get_id_mappings(other, SYNC, "customer", &[])
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            s.get_id_mappings(other, SYNC, "orders_entity", &[])
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            s.get_field_mapping(other, SYNC, "orders")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        s.put_field_mapping(other, SYNC, "orders", None, t(10))
+            .await
+            .unwrap();
+        s.reset_sync_cursor(other, SYNC, "orders").await.unwrap();
+    }
+    // A's data is as it was.
+    assert_eq!(s.get_sync_run(&a, run.id).await.unwrap().unwrap(), a_run);
+    assert_eq!(
+        s.get_sync_cursor(&a, SYNC, "orders")
+            .await
+            .unwrap()
+            .unwrap()
+            .cursor
+            .as_deref(),
+        Some("c1")
+    );
+    let rows = records_of(s, &a, "orders", 0).await;
+    assert_eq!(shape(&rows), [("x".into(), 1, false)]);
+    assert_eq!(rows[0].data, r#"{"v":"1"}"#);
+    assert_eq!(
+        s.get_id_mappings(&a, SYNC, "customer", &[])
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        s.get_field_mapping(&a, SYNC, "orders")
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    // The one-active-run rule is per scope: B runs the same stream meanwhile,
+    // with its own cursor and sequence.
+    let b_run = running(s, &b, "orders", t(20)).await;
+    let out = s
+        .commit_sync_batch(batch(
+            &b,
+            b_run.id,
+            "orders",
+            None,
+            Some("b1"),
+            vec![rec("x", "9"), rec("y", "9")],
+            t(21),
+        ))
+        .await
+        .unwrap();
+    assert_eq!((out.counters.created, out.last_seq), (2, 2));
+    assert_eq!(
+        shape(&records_of(s, &a, "orders", 0).await),
+        [("x".into(), 1, false)]
+    );
+    assert_eq!(
+        s.list_sync_runs(
+            &b,
+            &SyncRunQuery {
+                limit: 100,
+                ..Default::default()
+            }
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect::<Vec<_>>(),
+        [b_run.id]
+    );
+}
+
+async fn sync_id_and_field_mappings_are_stored_per_stream(f: Fixture) {
+    let s = &*f.store;
+    let a = tenant(s, "acme").await;
+    let m = |entity: &str, local: &str, external: &str, at: i64| IdMapping {
+        entity_type: entity.into(),
+        local_id: local.into(),
+        external_id: external.into(),
+        updated_at: t(at),
+    };
+    s.put_id_mappings(&a, SYNC, Vec::new()).await.unwrap();
+    s.put_id_mappings(
+        &a,
+        SYNC,
+        vec![
+            m("customer", "cus_2", "x2", 1),
+            m("customer", "cus_1", "x1", 1),
+            m("order", "ord_1", "x1", 1),
+            // The same key twice in one call: the last wins.
+            m("customer", "cus_3", "x3", 1),
+            m("customer", "cus_3b", "x3", 2),
+        ],
+    )
+    .await
+    .unwrap();
+    s.put_id_mappings(&a, "other_sync", vec![m("customer", "zzz", "x1", 1)])
+        .await
+        .unwrap();
+    // An upsert replaces the local id and the time.
+    s.put_id_mappings(&a, SYNC, vec![m("customer", "cus_1b", "x1", 5)])
+        .await
+        .unwrap();
+    let scope = &a;
+    let get = move |ids: &[&str]| {
+        let ids: Vec<String> = ids.iter().map(|id| (*id).to_owned()).collect();
+        async move {
+            s.get_id_mappings(scope, SYNC, "customer", &ids)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        get(&["x3", "missing", "x1", "x1"]).await,
+        [
+            m("customer", "cus_1b", "x1", 5),
+            m("customer", "cus_3b", "x3", 2)
+        ],
+        "found ones only, by external id"
+    );
+    assert_eq!(
+        get(&[]).await,
+        [
+            m("customer", "cus_1b", "x1", 5),
+            m("customer", "cus_2", "x2", 1),
+            m("customer", "cus_3b", "x3", 2)
+        ]
+    );
+    assert_eq!(
+        s.get_id_mappings(&a, SYNC, "order", &[]).await.unwrap(),
+        [m("order", "ord_1", "x1", 1)]
+    );
+    // An import keeps an existing mapping of a record it creates.
+    let run = running(s, &a, "customers", t(10)).await;
+    let out = s
+        .commit_sync_batch(SyncBatch {
+            entity_type: "customer".into(),
+            ..batch(
+                &a,
+                run.id,
+                "customers",
+                None,
+                Some("c"),
+                vec![rec("x2", "1"), rec("x9", "1")],
+                t(11),
+            )
+        })
+        .await
+        .unwrap();
+    assert_eq!(out.counters.created, 2);
+    let rows = records_of(s, &a, "customers", 0).await;
+    let maps = get(&["x2", "x9"]).await;
+    assert_eq!(maps[0], m("customer", "cus_2", "x2", 1));
+    assert_eq!(
+        (maps[1].local_id.as_str(), maps[1].updated_at),
+        (rows[1].local_id.as_str(), t(11))
+    );
+
+    // Field mappings: set, replaced, removed.
+    assert!(
+        s.get_field_mapping(&a, SYNC, "orders")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    s.put_field_mapping(&a, SYNC, "orders", Some("{\"v\":1}".into()), t(20))
+        .await
+        .unwrap();
+    s.put_field_mapping(&a, SYNC, "customers", Some("{\"c\":1}".into()), t(20))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.get_field_mapping(&a, SYNC, "orders").await.unwrap(),
+        Some(("{\"v\":1}".to_owned(), t(20)))
+    );
+    s.put_field_mapping(&a, SYNC, "orders", Some("{\"v\":2}".into()), t(21))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.get_field_mapping(&a, SYNC, "orders").await.unwrap(),
+        Some(("{\"v\":2}".to_owned(), t(21)))
+    );
+    s.put_field_mapping(&a, SYNC, "orders", None, t(22))
+        .await
+        .unwrap();
+    assert!(
+        s.get_field_mapping(&a, SYNC, "orders")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    s.put_field_mapping(&a, SYNC, "orders", None, t(23))
+        .await
+        .unwrap();
+    assert!(
+        s.get_field_mapping(&a, SYNC, "customers")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        s.get_field_mapping(&a, "other_sync", "customers")
+            .await
+            .unwrap()
+            .is_none()
+    );
 }

@@ -1,0 +1,622 @@
+//! Data sync on PostgreSQL. A batch is one transaction of two statements
+//! whatever its size (three on a stream's first batch): the stream's cursor
+//! row locked `FOR UPDATE` (created by the first batch), the compare-and-set
+//! checked on it, then one statement that travels the records as arrays
+//! (`UNNEST`) and, set-based, classifies them against the stored hashes,
+//! numbers the changed ones, upserts them, maps the created ones, moves the
+//! cursor and adds to the run — if the run is still running; otherwise the
+//! transaction is rolled back.
+
+use patchbay_core::{Scope, Timestamp};
+use sqlx::Row as _;
+use sqlx::postgres::PgRow;
+
+use super::{PgStore, bind_args};
+use crate::sql::{from_ts, ts};
+use crate::sync::*;
+use crate::{Result, StoreError};
+
+/// Locks the stream's cursor row: batches of a stream commit one at a time.
+const LOCK_CURSOR: &str = "SELECT cursor, last_seq FROM sync_cursors
+    WHERE tenant_id = $1 AND organization_id = $2 AND integration_id = $3 AND stream = $4
+    FOR UPDATE";
+
+/// The stream's first batch creates its cursor row. A concurrent first batch
+/// waits here for the other's commit, then finds the row and locks it.
+const CREATE_CURSOR: &str = "INSERT INTO sync_cursors (tenant_id, organization_id, integration_id, stream, cursor, last_seq, updated_at)
+    VALUES ($1, $2, $3, $4, NULL, 0, $5)
+    ON CONFLICT (tenant_id, organization_id, integration_id, stream) DO NOTHING
+    RETURNING cursor, last_seq";
+
+/// The batch, set-based, in one statement whose plan does not hinge on
+/// statistics (stale during a stream's first import, the common case):
+/// each record is looked up by the full primary key in a `LATERAL`
+/// subquery kept apart by `OFFSET 0` — a parameterised index probe per
+/// record; as a plain join the planner may hash-join a scan of the whole
+/// table, and keep that plan while the table grows. New records are plain
+/// inserts (the lookup found none, and the cursor lock keeps the stream's
+/// other batches out); changed stored ones are updated through
+/// `ON CONFLICT` on the primary key, an index probe by construction.
+///
+/// `$9` is the stream's `last_seq` read under the lock; changed records
+/// take `$9 + 1 …` in the batch's order (`ord`). A created record's local
+/// id is `rec_` and a UUID v7 in simple form: the batch's millisecond, the
+/// version nibble, then the random bits (variant included) of
+/// `gen_random_uuid()` past its own version nibble. The run is updated only
+/// while `running`: no row (`cancel_requested` NULL) and the caller rolls
+/// the transaction back.
+const COMMIT_RECORDS: &str = "WITH u AS (
+    SELECT * FROM UNNEST($5::text[], $6::text[], $7::text[], $8::bool[])
+      WITH ORDINALITY AS u(external_id, data, hash, deleted, ord)
+  ), looked AS (
+    SELECT u.*, s.hash AS stored_hash, s.deleted AS stored_deleted, s.hash IS NOT NULL AS stored
+    FROM u LEFT JOIN LATERAL (
+      SELECT r.hash, r.deleted FROM sync_records r
+      WHERE r.external_id = u.external_id AND r.tenant_id = $1 AND r.organization_id = $2
+        AND r.integration_id = $3 AND r.stream = $4
+      OFFSET 0
+    ) s ON TRUE
+  ), changed AS (
+    SELECT external_id, data, hash, deleted, stored,
+      $9::bigint + row_number() OVER (ORDER BY ord) AS seq,
+      CASE WHEN stored THEN '' ELSE
+        'rec_' || lpad(to_hex($11::bigint / 1000), 12, '0') || '7'
+          || substr(replace(gen_random_uuid()::text, '-', ''), 14, 19)
+      END AS local_id
+    FROM looked
+    WHERE CASE WHEN stored THEN stored_hash <> hash OR stored_deleted <> deleted
+               ELSE NOT deleted END
+  ), inserted AS (
+    INSERT INTO sync_records (tenant_id, organization_id, integration_id, stream, external_id, local_id, seq, data, hash, deleted, run_id, created_at, updated_at)
+    SELECT $1, $2, $3, $4, external_id, local_id, seq, data, hash, deleted, $10, $11, $11
+    FROM changed WHERE NOT stored
+  ), updated AS (
+    INSERT INTO sync_records (tenant_id, organization_id, integration_id, stream, external_id, local_id, seq, data, hash, deleted, run_id, created_at, updated_at)
+    SELECT $1, $2, $3, $4, external_id, local_id, seq, data, hash, deleted, $10, $11, $11
+    FROM changed WHERE stored
+    ON CONFLICT (tenant_id, organization_id, integration_id, stream, external_id) DO UPDATE SET
+      seq = excluded.seq, data = excluded.data, hash = excluded.hash, deleted = excluded.deleted,
+      run_id = excluded.run_id, updated_at = excluded.updated_at
+  ), mapped AS (
+    INSERT INTO sync_id_mappings (tenant_id, organization_id, integration_id, entity_type, external_id, local_id, updated_at)
+    SELECT $1, $2, $3, $12, external_id, local_id, $11 FROM changed WHERE NOT stored
+    ON CONFLICT (tenant_id, organization_id, integration_id, entity_type, external_id) DO NOTHING
+  ), n AS (
+    SELECT COUNT(*) FILTER (WHERE NOT stored) AS n_created, COUNT(*) FILTER (WHERE stored) AS n_updated
+    FROM changed
+  ), cur AS (
+    UPDATE sync_cursors SET cursor = $13, last_seq = $9 + n.n_created + n.n_updated, updated_at = $11
+    FROM n
+    WHERE tenant_id = $1 AND organization_id = $2 AND integration_id = $3 AND stream = $4
+  ), run AS (
+    UPDATE sync_runs SET processed = processed + $14 + $15 + $16,
+      created = created + n.n_created, updated = updated + n.n_updated,
+      unchanged = unchanged + $14 - n.n_created - n.n_updated,
+      skipped = skipped + $15, failed = failed + $16,
+      total = COALESCE($17, total), cursor_end = $13, updated_at = $11
+    FROM n
+    WHERE id = $18 AND tenant_id = $1 AND organization_id = $2 AND integration_id = $3
+      AND stream = $4 AND status = 'running'
+    RETURNING cancel_requested
+  )
+  SELECT n.n_created, n.n_updated, (SELECT cancel_requested FROM run) AS cancel_requested FROM n";
+
+/// Delta reads by the stream's array key, the one index that serves them
+/// in order (see the migration). Run with sorting disabled, so that stale
+/// statistics cannot turn a page into a sort of the whole stream's tail.
+const LIST_RECORDS: &str =
+    "SELECT external_id, local_id, seq, data, deleted, created_at, updated_at FROM sync_records
+    WHERE ARRAY[tenant_id, organization_id, integration_id, stream] = ARRAY[$1, $2, $3, $4]::text[]
+      AND seq > $5
+    ORDER BY seq LIMIT $6";
+
+/// A stream's live records, through the array-keyed index.
+const COUNT_RECORDS: &str = "SELECT COUNT(*) FROM sync_records
+    WHERE ARRAY[tenant_id, organization_id, integration_id, stream] = ARRAY[$1, $2, $3, $4]::text[]
+      AND NOT deleted";
+
+const PUT_ID_MAPPINGS: &str = "INSERT INTO sync_id_mappings
+      (tenant_id, organization_id, integration_id, entity_type, external_id, local_id, updated_at)
+    SELECT $1, $2, $3, e, x, l, u
+      FROM UNNEST($4::text[], $5::text[], $6::text[], $7::bigint[]) AS m(e, x, l, u)
+    ON CONFLICT (tenant_id, organization_id, integration_id, entity_type, external_id) DO UPDATE SET
+      local_id = excluded.local_id, updated_at = excluded.updated_at";
+
+const ID_MAPPINGS: &str =
+    "SELECT entity_type, local_id, external_id, updated_at FROM sync_id_mappings
+    WHERE tenant_id = $1 AND organization_id = $2 AND integration_id = $3 AND entity_type = $4
+      AND external_id = ANY($5)
+    ORDER BY external_id";
+
+fn run(r: &PgRow) -> Result<SyncRunRecord> {
+    let direction: String = r.try_get("direction")?;
+    let status: String = r.try_get("status")?;
+    Ok(SyncRunRecord {
+        id: r.try_get("id")?,
+        scope: Scope::new(
+            r.try_get::<String, _>("tenant_id")?,
+            r.try_get::<String, _>("organization_id")?,
+        ),
+        integration_id: r.try_get("integration_id")?,
+        stream: r.try_get("stream")?,
+        direction: SyncDirection::parse(&direction).ok_or_else(|| {
+            StoreError::Database(format!(
+                "unknown sync direction `{direction}` in the database"
+            ))
+        })?,
+        status: SyncStatus::parse(&status).ok_or_else(|| {
+            StoreError::Database(format!("unknown sync status `{status}` in the database"))
+        })?,
+        counters: SyncCounters {
+            processed: r.try_get("processed")?,
+            created: r.try_get("created")?,
+            updated: r.try_get("updated")?,
+            unchanged: r.try_get("unchanged")?,
+            skipped: r.try_get("skipped")?,
+            failed: r.try_get("failed")?,
+        },
+        total: r.try_get("total")?,
+        cursor_start: r.try_get("cursor_start")?,
+        cursor_end: r.try_get("cursor_end")?,
+        error: r.try_get("error")?,
+        job_id: r.try_get("job_id")?,
+        cancel_requested: r.try_get("cancel_requested")?,
+        created_at: Timestamp::from_micros(r.try_get("created_at")?),
+        started_at: from_ts(r.try_get("started_at")?),
+        finished_at: from_ts(r.try_get("finished_at")?),
+        updated_at: Timestamp::from_micros(r.try_get("updated_at")?),
+    })
+}
+
+fn record(r: &PgRow) -> Result<SyncRecordRow> {
+    Ok(SyncRecordRow {
+        external_id: r.try_get(0)?,
+        local_id: r.try_get(1)?,
+        seq: r.try_get(2)?,
+        data: r.try_get(3)?,
+        deleted: r.try_get(4)?,
+        created_at: Timestamp::from_micros(r.try_get(5)?),
+        updated_at: Timestamp::from_micros(r.try_get(6)?),
+    })
+}
+
+fn id_mapping(r: &PgRow) -> Result<IdMapping> {
+    Ok(IdMapping {
+        entity_type: r.try_get(0)?,
+        local_id: r.try_get(1)?,
+        external_id: r.try_get(2)?,
+        updated_at: Timestamp::from_micros(r.try_get(3)?),
+    })
+}
+
+/// The stream's cursor and last sequence number, its row locked until the
+/// transaction ends (created by the stream's first batch).
+async fn lock_cursor(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    b: &SyncBatch,
+) -> Result<(Option<String>, i64)> {
+    let key = |stmt| {
+        sqlx::query::<sqlx::Postgres>(stmt)
+            .bind(b.scope.tenant_id.as_str())
+            .bind(b.scope.organization_id.as_str())
+            .bind(b.integration_id.as_str())
+            .bind(b.stream.as_str())
+    };
+    let mut row = key(LOCK_CURSOR).fetch_optional(&mut **tx).await?;
+    if row.is_none() {
+        row = key(CREATE_CURSOR)
+            .bind(ts(b.now))
+            .fetch_optional(&mut **tx)
+            .await?;
+    }
+    if row.is_none() {
+        // Another batch created it meanwhile and has committed: lock it now.
+        row = key(LOCK_CURSOR).fetch_optional(&mut **tx).await?;
+    }
+    match row {
+        Some(r) => Ok((r.try_get(0)?, r.try_get(1)?)),
+        None => Err(StoreError::Database(
+            "the stream's sync cursor could not be created".to_owned(),
+        )),
+    }
+}
+
+#[async_trait::async_trait]
+impl SyncStore for PgStore {
+    async fn create_sync_run(&self, new: NewSyncRun, now: Timestamp) -> Result<SyncRunRecord> {
+        let row = sqlx::query(sql::CREATE_RUN)
+            .bind(new.scope.tenant_id.as_str())
+            .bind(new.scope.organization_id.as_str())
+            .bind(&new.integration_id)
+            .bind(&new.stream)
+            .bind(new.direction.as_str())
+            .bind(ts(now))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| match StoreError::from(e) {
+                StoreError::Conflict(_) => one_active(&new.integration_id, &new.stream),
+                other => other,
+            })?;
+        run(&row)
+    }
+
+    async fn set_sync_run_job(&self, scope: &Scope, id: i64, job_id: i64) -> Result<()> {
+        let n = sqlx::query(sql::SET_RUN_JOB)
+            .bind(scope.tenant_id.as_str())
+            .bind(scope.organization_id.as_str())
+            .bind(id)
+            .bind(job_id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("sync run {id}")));
+        }
+        Ok(())
+    }
+
+    async fn start_sync_run(
+        &self,
+        scope: &Scope,
+        id: i64,
+        now: Timestamp,
+    ) -> Result<Option<SyncRunRecord>> {
+        sqlx::query(sql::START_RUN)
+            .bind(scope.tenant_id.as_str())
+            .bind(scope.organization_id.as_str())
+            .bind(id)
+            .bind(ts(now))
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(run)
+            .transpose()
+    }
+
+    async fn get_sync_run(&self, scope: &Scope, id: i64) -> Result<Option<SyncRunRecord>> {
+        sqlx::query(sql::GET_RUN)
+            .bind(scope.tenant_id.as_str())
+            .bind(scope.organization_id.as_str())
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(run)
+            .transpose()
+    }
+
+    async fn list_sync_runs(&self, scope: &Scope, q: &SyncRunQuery) -> Result<Vec<SyncRunRecord>> {
+        let (stmt, args) = list_runs_sql(q);
+        let query = sqlx::query(&stmt)
+            .bind(scope.tenant_id.as_str())
+            .bind(scope.organization_id.as_str());
+        bind_args(query, &args)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(run)
+            .collect()
+    }
+
+    async fn get_sync_cursor(
+        &self,
+        scope: &Scope,
+        integration_id: &str,
+        stream: &str,
+    ) -> Result<Option<SyncCursor>> {
+        let row = sqlx::query(sql::GET_CURSOR)
+            .bind(scope.tenant_id.as_str())
+            .bind(scope.organization_id.as_str())
+            .bind(integration_id)
+            .bind(stream)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok(SyncCursor {
+                cursor: r.try_get(0)?,
+                last_seq: r.try_get(1)?,
+                updated_at: Timestamp::from_micros(r.try_get(2)?),
+            })
+        })
+        .transpose()
+    }
+
+    async fn reset_sync_cursor(
+        &self,
+        scope: &Scope,
+        integration_id: &str,
+        stream: &str,
+    ) -> Result<()> {
+        let key = |stmt| {
+            sqlx::query::<sqlx::Postgres>(stmt)
+                .bind(scope.tenant_id.as_str())
+                .bind(scope.organization_id.as_str())
+                .bind(integration_id)
+                .bind(stream)
+        };
+        let n = key(sql::RESET_CURSOR)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        if n == 0
+            && key(sql::ACTIVE_RUN)
+                .fetch_optional(&self.pool)
+                .await?
+                .is_some()
+        {
+            return Err(one_active(integration_id, stream));
+        }
+        Ok(())
+    }
+
+    async fn commit_sync_batch(&self, b: SyncBatch) -> Result<BatchOutcome> {
+        check_batch(&b)?;
+        let mut tx = self.pool.begin().await?;
+        let (stored, last_seq) = lock_cursor(&mut tx, &b).await?;
+        if stored.as_deref() != b.from_cursor.as_deref() {
+            tx.rollback().await?;
+            return Err(stale());
+        }
+        let n = i64::try_from(b.records.len()).unwrap_or(i64::MAX);
+        let row = sqlx::query(COMMIT_RECORDS)
+            .bind(b.scope.tenant_id.as_str())
+            .bind(b.scope.organization_id.as_str())
+            .bind(b.integration_id.as_str())
+            .bind(b.stream.as_str())
+            .bind(
+                b.records
+                    .iter()
+                    .map(|r| r.external_id.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                b.records
+                    .iter()
+                    .map(|r| r.data.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                b.records
+                    .iter()
+                    .map(|r| r.hash.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(b.records.iter().map(|r| r.deleted).collect::<Vec<_>>())
+            .bind(last_seq)
+            .bind(b.run_id)
+            .bind(ts(b.now))
+            .bind(b.entity_type.as_str())
+            .bind(next_cursor(&b))
+            .bind(n)
+            .bind(b.skipped)
+            .bind(b.failed)
+            .bind(b.total)
+            .bind(b.run_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let created: i64 = row.try_get(0)?;
+        let updated: i64 = row.try_get(1)?;
+        let Some(cancel_requested) = row.try_get::<Option<bool>, _>(2)? else {
+            tx.rollback().await?;
+            return Err(run_not_running(b.run_id));
+        };
+        tx.commit().await?;
+        Ok(BatchOutcome {
+            counters: batch_counters(&b, created, updated),
+            last_seq: last_seq + created + updated,
+            cancel_requested,
+        })
+    }
+
+    async fn add_sync_counters(
+        &self,
+        scope: &Scope,
+        id: i64,
+        c: SyncCounters,
+        now: Timestamp,
+    ) -> Result<bool> {
+        let cancel: Option<bool> = sqlx::query_scalar(sql::ADD_COUNTERS)
+            .bind(scope.tenant_id.as_str())
+            .bind(scope.organization_id.as_str())
+            .bind(id)
+            .bind(c.processed)
+            .bind(c.created)
+            .bind(c.updated)
+            .bind(c.unchanged)
+            .bind(c.skipped)
+            .bind(c.failed)
+            .bind(ts(now))
+            .fetch_optional(&self.pool)
+            .await?;
+        cancel.ok_or_else(|| run_not_running(id))
+    }
+
+    async fn finish_sync_run(
+        &self,
+        scope: &Scope,
+        id: i64,
+        status: SyncStatus,
+        error: Option<String>,
+        now: Timestamp,
+    ) -> Result<bool> {
+        check_final(status)?;
+        let n = sqlx::query(sql::FINISH_RUN)
+            .bind(scope.tenant_id.as_str())
+            .bind(scope.organization_id.as_str())
+            .bind(id)
+            .bind(status.as_str())
+            .bind(error)
+            .bind(ts(now))
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(n == 1)
+    }
+
+    async fn request_sync_cancel(
+        &self,
+        scope: &Scope,
+        id: i64,
+        now: Timestamp,
+    ) -> Result<Option<SyncRunRecord>> {
+        let asked = sqlx::query(sql::REQUEST_CANCEL)
+            .bind(scope.tenant_id.as_str())
+            .bind(scope.organization_id.as_str())
+            .bind(id)
+            .bind(ts(now))
+            .fetch_optional(&self.pool)
+            .await?;
+        match asked {
+            Some(r) => run(&r).map(Some),
+            // Not active: the run as it is, if it exists in the scope.
+            None => self.get_sync_run(scope, id).await,
+        }
+    }
+
+    async fn list_sync_records(
+        &self,
+        scope: &Scope,
+        integration_id: &str,
+        stream: &str,
+        after: i64,
+        limit_n: u32,
+    ) -> Result<Vec<SyncRecordRow>> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET LOCAL enable_sort = off")
+            .execute(&mut *tx)
+            .await?;
+        let rows = sqlx::query(LIST_RECORDS)
+            .bind(scope.tenant_id.as_str())
+            .bind(scope.organization_id.as_str())
+            .bind(integration_id)
+            .bind(stream)
+            .bind(after)
+            .bind(limit(limit_n))
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        rows.iter().map(record).collect()
+    }
+
+    async fn count_sync_records(
+        &self,
+        scope: &Scope,
+        integration_id: &str,
+        stream: &str,
+    ) -> Result<i64> {
+        Ok(sqlx::query_scalar(COUNT_RECORDS)
+            .bind(scope.tenant_id.as_str())
+            .bind(scope.organization_id.as_str())
+            .bind(integration_id)
+            .bind(stream)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    async fn put_id_mappings(
+        &self,
+        scope: &Scope,
+        integration_id: &str,
+        mappings: Vec<IdMapping>,
+    ) -> Result<()> {
+        if mappings.is_empty() {
+            return Ok(());
+        }
+        // One row per key, the last given winning (as row-by-row upserts
+        // would), in key order: concurrent writers lock rows in one order.
+        let mut by_key = std::collections::BTreeMap::new();
+        for m in &mappings {
+            by_key.insert((m.entity_type.as_str(), m.external_id.as_str()), m);
+        }
+        let rows: Vec<&IdMapping> = by_key.into_values().collect();
+        sqlx::query(PUT_ID_MAPPINGS)
+            .bind(scope.tenant_id.as_str())
+            .bind(scope.organization_id.as_str())
+            .bind(integration_id)
+            .bind(
+                rows.iter()
+                    .map(|m| m.entity_type.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                rows.iter()
+                    .map(|m| m.external_id.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(rows.iter().map(|m| m.local_id.as_str()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|m| ts(m.updated_at)).collect::<Vec<_>>())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn get_id_mappings(
+        &self,
+        scope: &Scope,
+        integration_id: &str,
+        entity_type: &str,
+        external_ids: &[String],
+    ) -> Result<Vec<IdMapping>> {
+        let query = if external_ids.is_empty() {
+            sqlx::query(sql::ID_MAPPINGS_OF_TYPE)
+        } else {
+            sqlx::query(ID_MAPPINGS)
+        }
+        .bind(scope.tenant_id.as_str())
+        .bind(scope.organization_id.as_str())
+        .bind(integration_id)
+        .bind(entity_type);
+        let query = if external_ids.is_empty() {
+            query
+        } else {
+            query.bind(external_ids)
+        };
+        query
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(id_mapping)
+            .collect()
+    }
+
+    async fn get_field_mapping(
+        &self,
+        scope: &Scope,
+        integration_id: &str,
+        stream: &str,
+    ) -> Result<Option<(String, Timestamp)>> {
+        let row = sqlx::query(sql::GET_FIELD_MAPPING)
+            .bind(scope.tenant_id.as_str())
+            .bind(scope.organization_id.as_str())
+            .bind(integration_id)
+            .bind(stream)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| Ok((r.try_get(0)?, Timestamp::from_micros(r.try_get(1)?))))
+            .transpose()
+    }
+
+    async fn put_field_mapping(
+        &self,
+        scope: &Scope,
+        integration_id: &str,
+        stream: &str,
+        mapping: Option<String>,
+        now: Timestamp,
+    ) -> Result<()> {
+        let key = |stmt| {
+            sqlx::query::<sqlx::Postgres>(stmt)
+                .bind(scope.tenant_id.as_str())
+                .bind(scope.organization_id.as_str())
+                .bind(integration_id)
+                .bind(stream)
+        };
+        match mapping {
+            Some(m) => key(sql::PUT_FIELD_MAPPING).bind(m).bind(ts(now)),
+            None => key(sql::DELETE_FIELD_MAPPING),
+        }
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
