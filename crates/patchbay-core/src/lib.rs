@@ -7,6 +7,7 @@
 //!   catalog questions (list, search, bundles, API-version resolution).
 //! * [`category`], [`credentials`], [`version`], [`date`] and [`text`] are the
 //!   vocabulary those types are made of.
+//! * [`field_mapping`] checks data-sync field mappings and maps records with them.
 //!
 //! Architecture invariant: this crate does no I/O and knows no async runtime,
 //! database or HTTP. Callers hand it manifest *text*; it hands back values or
@@ -15,6 +16,7 @@
 pub mod category;
 pub mod credentials;
 pub mod date;
+pub mod field_mapping;
 pub mod hub_contract;
 pub mod json_schema;
 pub mod manifest;

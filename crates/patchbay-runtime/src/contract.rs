@@ -207,6 +207,23 @@ pub struct Batch {
     /// Persist this after the batch is committed; `None`: the stream is
     /// exhausted for now (read again later from the last cursor).
     pub next_cursor: Option<String>,
+    /// Records of the source that could not be read (a malformed line, a
+    /// row with the wrong number of fields): skipped, each counted and
+    /// logged by the host, while the batch goes on.
+    #[serde(default)]
+    pub failures: Vec<RecordFailure>,
+}
+
+/// A record of the source that could not be read.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordFailure {
+    /// Where it is in the source, for people: `byte 1234`, `line 42`.
+    pub position: String,
+    /// Its id, when it could be read despite the failure.
+    #[serde(default)]
+    pub external_id: Option<String>,
+    /// Why: never the record's content (it may be personal data).
+    pub message: String,
 }
 
 /// The outcome of `write`.

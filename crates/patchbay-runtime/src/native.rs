@@ -9,7 +9,8 @@
 //!   the configured root (no absolute paths, no `..`, no symbolic link
 //!   leading out).
 //! * `sync_files` — `check` (the file or directory is readable) and `read`
-//!   of JSON Lines files in batches, the cursor being a byte offset.
+//!   of JSON Lines and CSV files in batches, the cursor being a byte offset
+//!   with a fingerprint; unreadable lines and rows are per-record failures.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,7 +20,10 @@ use crate::contract::Connector;
 mod files;
 mod local_storage;
 
-pub use files::{BATCH as FILE_BATCH, FileSync};
+pub use files::{
+    BATCH as FILE_BATCH, FileSync, MAX_BATCH_BYTES as FILE_MAX_BATCH_BYTES,
+    MAX_RECORD_BYTES as FILE_MAX_RECORD_BYTES, SETTLED_AFTER as FILE_SETTLED_AFTER,
+};
 pub use local_storage::{LocalStorage, MAX_OBJECT_BYTES};
 
 /// A connector for one API version (`None`: for every version).

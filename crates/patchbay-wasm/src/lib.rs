@@ -500,6 +500,7 @@ impl Connector for WasmConnector {
         Ok(Batch {
             records,
             next_cursor: batch.next_cursor,
+            failures: Vec::new(),
         })
     }
 
