@@ -14,6 +14,18 @@ use serde::Serialize;
 /// Every error code: (code, HTTP status, title, when it happens).
 pub const CODES: &[(&str, u16, &str, &str)] = &[
     (
+        "sync_run_active",
+        409,
+        "A run of this stream is already active",
+        "Only one run per integration, tenant and stream is queued or running at a time; follow the active one.",
+    ),
+    (
+        "sync_run_finished",
+        409,
+        "The run has finished",
+        "A finished run cannot be cancelled.",
+    ),
+    (
         "integration_not_enabled",
         409,
         "The integration is not enabled",

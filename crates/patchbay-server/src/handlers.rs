@@ -21,9 +21,9 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::{Authed, Json, Query};
 
-type ApiResult<T> = Result<T, ApiError>;
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
-fn json<T: Serialize>(status: StatusCode, value: &T) -> ApiResult<Response> {
+pub(crate) fn json<T: Serialize>(status: StatusCode, value: &T) -> ApiResult<Response> {
     let body = serde_json::to_vec(value).map_err(|e| ApiError::internal(&e))?;
     Ok((
         status,
@@ -33,7 +33,7 @@ fn json<T: Serialize>(status: StatusCode, value: &T) -> ApiResult<Response> {
         .into_response())
 }
 
-fn ok<T: Serialize>(value: &T) -> ApiResult<Response> {
+pub(crate) fn ok<T: Serialize>(value: &T) -> ApiResult<Response> {
     json(StatusCode::OK, value)
 }
 

@@ -16,6 +16,7 @@ pub mod error;
 pub mod extract;
 pub mod handlers;
 pub mod routes;
+pub mod sync_handlers;
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};

@@ -17,6 +17,7 @@ use serde_json::{Map, Value, json};
 
 use crate::AppState;
 use crate::handlers as h;
+use crate::sync_handlers as sync;
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +117,15 @@ pub fn table() -> Vec<Route> {
         route!(get "/api/integrations/{id}", "getIntegration", "One integration with state, credential summary and principal", "integrations", VIEW, query: None, body: None, response: Some(s::<IntegrationDetail>), status: 200, h::integration),
         route!(post "/api/integrations/{id}/actions/{action}", "invokeAction", "Run one of the integration's actions through its connector, as its principal", "integrations", MANAGE, query: None, body: Some(s::<serde_json::Map<String, serde_json::Value>>), response: Some(s::<patchbay_service::actions::ActionOut>), status: 200, h::invoke_action),
         route!(post "/api/integrations/{id}/streams/{stream}/read", "readStream", "Read one batch of a stream through the connector (a preview: nothing is stored); pass `nextCursor` back for the next", "integrations", MANAGE, query: None, body: Some(s::<patchbay_service::streams::ReadIn>), response: Some(s::<patchbay_service::streams::BatchOut>), status: 200, h::read_stream),
+        route!(post "/api/sync/{id}/runs", "startSync", "Queue an import of one of the integration's streams; poll the run at `Location` or follow `/api/sync/runs/{id}/events`", "sync", MANAGE, query: None, body: Some(s::<patchbay_service::sync::StartSyncIn>), response: Some(s::<patchbay_service::sync::SyncRunOut>), status: 202, sync::start_sync),
+        route!(get "/api/sync/runs", "listSyncRuns", "Sync runs of the caller's tenant, newest first", "sync", VIEW, query: Some(inline::<patchbay_service::sync::SyncRunsIn>), body: None, response: Some(s::<patchbay_service::sync::SyncRunPage>), status: 200, sync::list_runs),
+        route!(get "/api/sync/runs/{id}", "getSyncRun", "One sync run with its counters and cursors", "sync", VIEW, query: None, body: None, response: Some(s::<patchbay_service::sync::SyncRunOut>), status: 200, sync::run),
+        route!(get "/api/sync/runs/{id}/events", "followSyncRun", "Server-sent events (`text/event-stream`): `progress` with the run each time it changes, then `done`", "sync", VIEW, query: None, body: None, response: None, status: 200, sync::run_events),
+        route!(post "/api/sync/runs/{id}/cancel", "cancelSyncRun", "Stop a run after the batch in hand (a queued run stops at once)", "sync", MANAGE, query: None, body: None, response: Some(s::<patchbay_service::sync::SyncRunOut>), status: 200, sync::cancel_run),
+        route!(get "/api/sync/{id}/records", "listSyncRecords", "Changes of a stream's records after change `after` (delta by change sequence), oldest first", "sync", VIEW, query: Some(inline::<patchbay_service::sync::RecordsIn>), body: None, response: Some(s::<patchbay_service::sync::RecordPage>), status: 200, sync::records),
+        route!(get "/api/sync/{id}/mappings/{stream}", "getFieldMapping", "A stream's field mapping", "sync", VIEW, query: None, body: None, response: Some(s::<patchbay_service::sync::MappingOut>), status: 200, sync::mapping),
+        route!(put "/api/sync/{id}/mappings/{stream}", "putFieldMapping", "Set a stream's field mapping (`null` removes it)", "sync", MANAGE, query: None, body: Some(s::<patchbay_core::field_mapping::FieldMappingSpec>), response: Some(s::<patchbay_service::sync::MappingOut>), status: 200, sync::put_mapping),
+        route!(post "/api/sync/{id}/mappings/{stream}/preview", "previewFieldMapping", "Map sample records (given, or the connector's first batch) with a mapping (given, or the stored one)", "sync", MANAGE, query: None, body: Some(s::<patchbay_service::sync::PreviewIn>), response: Some(s::<patchbay_service::sync::PreviewOut>), status: 200, sync::preview_mapping),
         route!(put "/api/integrations/{id}/state", "setIntegrationState", "Enable, disable, revoke, or select an API version", "integrations", MANAGE, query: None, body: Some(s::<StateIn>), response: Some(s::<StateOutcome>), status: 200, h::set_state),
         route!(get "/api/integrations/{id}/principal", "getPrincipal", "The principal the connection acts as, with its grants", "integrations", VIEW, query: None, body: None, response: Some(s::<PrincipalOut>), status: 200, h::principal),
         route!(get "/api/integrations/{id}/credentials", "getCredentials", "Credentials of an integration or bundle, secrets masked", "credentials", CREDENTIALS, query: None, body: None, response: Some(s::<patchbay_service::credentials::MaskedCredentials>), status: 200, h::get_credentials),

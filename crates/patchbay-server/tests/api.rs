@@ -18,8 +18,13 @@ fn server() -> TestServer {
 fn concrete(path: &str, tenant: &str, token_id: &str) -> String {
     let path = path
         .replace("{name}", "jobs.prune")
-        .replace("{action}", "capture");
-    let id = if path.starts_with("/api/jobs") {
+        .replace("{action}", "capture")
+        .replace("{stream}", "records");
+    let id = if path.starts_with("/api/jobs") || path.starts_with("/api/sync/runs") {
+        "1"
+    } else if path.starts_with("/api/sync") {
+        "sync_files"
+    } else if path.starts_with("/api/jobs") {
         "1"
     } else if path.starts_with("/api/hubs") {
         "payment_gateways"
@@ -43,7 +48,8 @@ fn body(operation: &str, n: usize, tenant: &str) -> Option<Value> {
         "setBundleState" => json!({ "enabled": false }),
         "putSettings" => json!({ "logRetentionDays": 30, "errorLogRetentionDays": 90 }),
         "updateSchedule" => json!({ "enabled": true }),
-        "invokeAction" | "readStream" => json!({}),
+        "invokeAction" | "readStream" | "putFieldMapping" | "previewFieldMapping" => json!({}),
+        "startSync" => json!({ "stream": "records" }),
         "createTenant" => json!({ "slug": format!("t-{n}"), "name": "T" }),
         "createOrganization" => json!({ "slug": format!("o-{n}"), "name": "O" }),
         "createToken" => {

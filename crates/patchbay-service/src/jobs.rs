@@ -18,7 +18,13 @@ use crate::error::{FieldError, Result, ServiceError};
 use crate::{Services, audit};
 
 /// The queues, with the default number of jobs each process runs at once.
-pub const QUEUES: [(&str, usize); 3] = [("default", 8), ("health", 4), ("maintenance", 1)];
+pub const QUEUES: [(&str, usize); 4] = [
+    ("default", 8),
+    ("health", 4),
+    ("maintenance", 1),
+    // Long data-sync runs, apart so they never hold the other queues' slots.
+    ("sync", 2),
+];
 
 /// What a job does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -35,15 +41,18 @@ pub enum JobKind {
     /// Deletes old finished jobs, expired panel sessions and usage hours
     /// past their retention.
     JobsPrune,
+    /// Runs (or resumes) one data-sync run.
+    SyncRun,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 5] = [
+    pub const ALL: [JobKind; 6] = [
         JobKind::Noop,
         JobKind::HealthCheck,
         JobKind::HealthSweep,
         JobKind::LogsPrune,
         JobKind::JobsPrune,
+        JobKind::SyncRun,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -53,6 +62,7 @@ impl JobKind {
             JobKind::HealthSweep => "health.sweep",
             JobKind::LogsPrune => "logs.prune",
             JobKind::JobsPrune => "jobs.prune",
+            JobKind::SyncRun => "sync.run",
         }
     }
 
@@ -65,12 +75,16 @@ impl JobKind {
             JobKind::Noop => "default",
             JobKind::HealthCheck => "health",
             JobKind::HealthSweep | JobKind::LogsPrune | JobKind::JobsPrune => "maintenance",
+            JobKind::SyncRun => "sync",
         }
     }
 
     pub fn max_attempts(self) -> i32 {
         match self {
             JobKind::Noop => 5,
+            // A run resumes from its cursor: a crash or a provider outage
+            // costs an attempt, not the run.
+            JobKind::SyncRun => 25,
             _ => 3,
         }
     }
@@ -83,6 +97,8 @@ impl JobKind {
             JobKind::Noop => 30,
             JobKind::HealthSweep => 120,
             JobKind::LogsPrune | JobKind::JobsPrune => 600,
+            // An attempt that runs out of time resumes from its cursor.
+            JobKind::SyncRun => 3600,
         })
     }
 }

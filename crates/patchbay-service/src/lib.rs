@@ -18,6 +18,8 @@
 //! * [`users`] — operator accounts, sessions and sign-in for the admin panel.
 //! * [`components`] — connectors from folders (`--connectors-dir`): their
 //!   manifests and WebAssembly components.
+//! * [`sync`] — data-sync runs (the `sync.run` job), the records store's
+//!   changes, field mappings.
 //! * [`demo`] — the demo tenant of `patchbay serve --demo`.
 //! * [`actions`] — an integration's actions run through its connector;
 //!   [`limits`] — the per-tenant concurrency limit they pass;
@@ -48,6 +50,7 @@ pub mod keys;
 pub mod limits;
 pub mod logs;
 pub mod streams;
+pub mod sync;
 pub mod tenants;
 pub mod usage;
 pub mod users;
@@ -81,6 +84,8 @@ struct Inner {
     sign_in: users::SignInLimiter,
     /// Bumped whenever a worker of this process has recorded finished jobs.
     job_finishes: tokio::sync::watch::Sender<u64>,
+    /// Bumped whenever this process commits a sync batch or ends a run.
+    sync_progress: tokio::sync::watch::Sender<u64>,
     /// The connectors compiled into this build (and any registered since);
     /// swapped whole, like the registry.
     natives: RwLock<Arc<patchbay_runtime::NativeConnectors>>,
@@ -110,6 +115,7 @@ impl Services {
                 logs,
                 sign_in: users::SignInLimiter::default(),
                 job_finishes: tokio::sync::watch::Sender::new(0),
+                sync_progress: tokio::sync::watch::Sender::new(0),
                 natives: RwLock::new(Arc::new(patchbay_runtime::NativeConnectors::builtin())),
                 gate: limits::ActionGate::default(),
                 usage,
@@ -192,6 +198,18 @@ impl Services {
     /// A counter bumped whenever this process's workers finish jobs.
     pub fn job_finishes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.inner.job_finishes.subscribe()
+    }
+
+    /// A counter bumped whenever this process's sync runs make progress
+    /// (live progress streams wait on it).
+    pub fn sync_progress(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.sync_progress.subscribe()
+    }
+
+    pub(crate) fn notify_sync_progress(&self) {
+        self.inner
+            .sync_progress
+            .send_modify(|n| *n = n.wrapping_add(1));
     }
 
     pub(crate) fn notify_job_finishes(&self) {

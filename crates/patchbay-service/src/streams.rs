@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::auth::{Caller, Feature};
-use crate::error::{Result, ServiceError};
+use crate::error::Result;
 use crate::logs::Entry;
 use crate::{Services, actions};
 
@@ -55,20 +55,8 @@ impl Services {
         input: ReadIn,
     ) -> Result<BatchOut> {
         let scope = caller.scope_with(Feature::IntegrationsManage)?;
+        self.sync_target(id, stream)?;
         let reg = self.registry();
-        let integration = reg
-            .integration(id)
-            .ok_or_else(|| ServiceError::NotFound(format!("no integration `{id}`")))?;
-        if !integration.capabilities.streams.iter().any(|s| s == stream) {
-            return Err(ServiceError::NotFound(format!(
-                "`{id}` has no stream `{stream}`; its streams: {}",
-                if integration.capabilities.streams.is_empty() {
-                    "none".to_owned()
-                } else {
-                    integration.capabilities.streams.join(", ")
-                }
-            )));
-        }
         let state = self.enabled_state(scope, id, "reading its streams").await?;
         let correlation_id = format!("read_{}", uuid::Uuid::now_v7().simple());
         let (connector, ctx) = self

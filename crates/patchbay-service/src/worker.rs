@@ -297,6 +297,7 @@ fn builtin_handlers() -> HashMap<String, Registered> {
                 JobKind::HealthSweep => handler(health_sweep),
                 JobKind::LogsPrune => handler(logs_prune),
                 JobKind::JobsPrune => handler(jobs_prune),
+                JobKind::SyncRun => handler(crate::sync::sync_run_job),
             };
             (
                 kind.as_str().to_owned(),

@@ -1,0 +1,966 @@
+//! Data sync (SPEC-045 "Data Sync — Delta Streaming"): runs that pull a
+//! stream from a connector batch by batch into Patchbay's records store,
+//! resumable, with per-item failures counted and logged.
+//!
+//! The engine ([`Services::execute_sync_run`], run by the `sync.run` job):
+//! 1. reads the stream's cursor, asks the connector for the next batch
+//!    (`read(stream, cursor)`);
+//! 2. applies the stream's field mapping to each record (or takes it as is,
+//!    its id from `id`); a record that fails (unreadable in the source, no
+//!    id, a cast that fails) is counted `failed` and logged with its entity
+//!    type and id, and the run goes on;
+//! 3. commits the records, their id mappings, the run's counters and the new
+//!    cursor in one transaction (`SyncStore::commit_sync_batch`, which moves
+//!    the cursor by compare-and-set), so a crash at any point loses nothing
+//!    and duplicates nothing: the next attempt reads again from the last
+//!    committed cursor;
+//! 4. stops when the connector says the stream is exhausted (no next cursor,
+//!    or an empty batch), when the run is cancelled (checked after every
+//!    batch), or on an error: a connector's rate limit waits out its
+//!    retry-after and asks again; a transient error (or a lost process) lets
+//!    the job retry, resuming from the cursor; any other error fails the run.
+//!
+//! Only one run per (scope, integration, stream) is queued or running at a
+//! time (the store refuses a second: 409 `sync_run_active`).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use patchbay_core::field_mapping::{FieldMapping, FieldMappingSpec};
+use patchbay_core::{LogLevel, Scope, Timestamp};
+use patchbay_runtime::ConnectorError;
+use patchbay_store::{
+    IncomingRecord, NewSyncRun, StoreError, SyncBatch, SyncCounters, SyncDirection, SyncRecordRow,
+    SyncRunQuery, SyncRunRecord, SyncStatus,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::auth::{Caller, Feature};
+use crate::error::{FieldError, Result, ServiceError};
+use crate::jobs::{JobKind, JobSpec};
+use crate::logs::{Entry, ScopedLogger};
+use crate::worker::{JobContext, JobError};
+use crate::{Services, actions, events};
+
+/// How long one `read` may take.
+pub const READ_DEADLINE: Duration = Duration::from_secs(60);
+/// The longest a run waits out one rate-limit answer before asking again.
+pub const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(60);
+/// Item failures logged one by one per run; past it, one line per batch.
+pub const LOGGED_FAILURES_PER_RUN: i64 = 1000;
+
+/// The event a finished import emits.
+pub const RUN_COMPLETED: &str = "data_sync.run.completed";
+
+/// A run as the API shows it.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncRunOut {
+    pub id: i64,
+    pub integration_id: String,
+    pub stream: String,
+    pub direction: SyncDirection,
+    pub status: SyncStatus,
+    pub counters: SyncCounters,
+    pub total: Option<i64>,
+    pub cursor_start: Option<String>,
+    pub cursor_end: Option<String>,
+    pub error: Option<String>,
+    pub job_id: Option<i64>,
+    pub cancel_requested: bool,
+    pub created_at: Timestamp,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+    pub updated_at: Timestamp,
+}
+
+impl From<SyncRunRecord> for SyncRunOut {
+    fn from(r: SyncRunRecord) -> SyncRunOut {
+        SyncRunOut {
+            id: r.id,
+            integration_id: r.integration_id,
+            stream: r.stream,
+            direction: r.direction,
+            status: r.status,
+            counters: r.counters,
+            total: r.total,
+            cursor_start: r.cursor_start,
+            cursor_end: r.cursor_end,
+            error: r.error,
+            job_id: r.job_id,
+            cancel_requested: r.cancel_requested,
+            created_at: r.created_at,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+/// What run to start.
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct StartSyncIn {
+    pub stream: String,
+}
+
+/// Which runs to list.
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SyncRunsIn {
+    pub integration: Option<String>,
+    pub stream: Option<String>,
+    pub status: Option<String>,
+    /// The `nextBefore` of the previous page.
+    pub before: Option<i64>,
+    /// 1-200, default 50.
+    pub limit: Option<u32>,
+}
+
+/// A page of runs, newest first.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncRunPage {
+    pub items: Vec<SyncRunOut>,
+    /// Pass as `before` for the next page; `null` on the last.
+    pub next_before: Option<i64>,
+}
+
+/// Which records to pull.
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RecordsIn {
+    /// The stream (required).
+    pub stream: Option<String>,
+    /// The `nextAfter` of the previous page (a change sequence number); 0 or
+    /// absent: from the first change.
+    pub after: Option<i64>,
+    /// 1-1000, default 100.
+    pub limit: Option<u32>,
+}
+
+/// One record of the records store.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordOut {
+    pub external_id: String,
+    pub local_id: String,
+    /// Its change sequence number.
+    pub seq: i64,
+    /// `created` (first stored), `updated`, or `deleted` (a marker).
+    pub change: &'static str,
+    pub data: Value,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// A page of changes, oldest first.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordPage {
+    pub items: Vec<RecordOut>,
+    /// Pass as `after` for the next page (the last change's `seq`; the same
+    /// `after` again when there is nothing new).
+    pub next_after: i64,
+    /// Whether more changes follow now.
+    pub has_more: bool,
+}
+
+/// A stream's field mapping.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MappingOut {
+    pub integration_id: String,
+    pub stream: String,
+    /// `null`: none set; records are stored as read, their id from `id`.
+    pub mapping: Option<FieldMappingSpec>,
+    pub updated_at: Option<Timestamp>,
+}
+
+/// Records mapped by a mapping, for a preview.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PreviewOut {
+    pub items: Vec<PreviewItem>,
+}
+
+/// One previewed record.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PreviewItem {
+    pub external_id: Option<String>,
+    /// The mapped record, when it maps.
+    pub data: Option<Value>,
+    pub deleted: bool,
+    /// Why it does not map.
+    pub error: Option<String>,
+}
+
+/// A sample to preview a mapping on: given records, or (none given) the
+/// first batch the connector reads.
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PreviewIn {
+    /// The mapping to try (default: the stream's stored one).
+    pub mapping: Option<Value>,
+    pub records: Option<Vec<Value>>,
+    /// 1-50, default 10.
+    pub limit: Option<u32>,
+}
+
+fn hash_hex(data: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(data.as_bytes());
+    let mut out = String::with_capacity(32);
+    for b in &digest[..16] {
+        out.push(char::from_digit(u32::from(b >> 4), 16).unwrap_or('0'));
+        out.push(char::from_digit(u32::from(b & 0xf), 16).unwrap_or('0'));
+    }
+    out
+}
+
+fn parse_mapping(text: &str) -> Result<FieldMapping> {
+    FieldMapping::parse(text).map_err(|problems| {
+        ServiceError::invalid(
+            "the field mapping is not valid",
+            problems
+                .into_iter()
+                .map(|(path, message)| {
+                    let field = if path.is_empty() {
+                        "mapping".to_owned()
+                    } else {
+                        format!("mapping/{path}")
+                    };
+                    FieldError::new(field, "invalid_mapping", message)
+                })
+                .collect(),
+        )
+    })
+}
+
+/// The sync job of run `run_id`.
+pub(crate) fn sync_job(scope: &Scope, run_id: i64) -> JobSpec {
+    let mut spec = JobSpec::new(
+        JobKind::SyncRun,
+        Some(scope.clone()),
+        serde_json::json!({ "runId": run_id }),
+    );
+    spec.unique_key = Some(format!("sync.run:{run_id}"));
+    spec
+}
+
+/// Why the current attempt stops.
+enum Stop {
+    /// Finished, one way or another (recorded).
+    Done,
+    /// Try again later (the job retries; the run resumes from its cursor).
+    Retry(String),
+    /// The run failed.
+    Fail(String),
+}
+
+impl Services {
+    /// Checks that `id` is an integration of the catalog with stream `stream`.
+    pub(crate) fn sync_target(&self, id: &str, stream: &str) -> Result<()> {
+        let reg = self.registry();
+        let integration = reg
+            .integration(id)
+            .ok_or_else(|| ServiceError::NotFound(format!("no integration `{id}`")))?;
+        if !integration.capabilities.streams.iter().any(|s| s == stream) {
+            return Err(ServiceError::NotFound(format!(
+                "`{id}` has no stream `{stream}`; its streams: {}",
+                if integration.capabilities.streams.is_empty() {
+                    "none".to_owned()
+                } else {
+                    integration.capabilities.streams.join(", ")
+                }
+            )));
+        }
+        Ok(())
+    }
+
+    /// Queues an import of `input.stream` of integration `id`.
+    pub async fn start_sync(
+        &self,
+        caller: &Caller,
+        id: &str,
+        input: StartSyncIn,
+    ) -> Result<SyncRunOut> {
+        let target = format!("{id}/{}", input.stream);
+        self.audited(caller, "sync.run.start", &target, async {
+            let scope = caller.scope_with(Feature::IntegrationsManage)?;
+            self.sync_target(id, &input.stream)?;
+            self.enabled_state(scope, id, "syncing it").await?;
+            let run = match self
+                .store()
+                .create_sync_run(
+                    NewSyncRun {
+                        scope: scope.clone(),
+                        integration_id: id.to_owned(),
+                        stream: input.stream.clone(),
+                        direction: SyncDirection::Import,
+                    },
+                    self.now(),
+                )
+                .await
+            {
+                Ok(run) => run,
+                Err(StoreError::Conflict(_)) => {
+                    return Err(ServiceError::conflict(
+                        "sync_run_active",
+                        format!(
+                            "a run of `{id}` stream `{}` is already queued or running",
+                            input.stream
+                        ),
+                    ));
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let job = self.enqueue(vec![sync_job(scope, run.id)]).await?;
+            let job_id = job.first().map(|j| j.id());
+            if let Some(job_id) = job_id {
+                self.store().set_sync_run_job(scope, run.id, job_id).await?;
+            }
+            let mut out = SyncRunOut::from(run);
+            out.job_id = job_id;
+            Ok(out)
+        })
+        .await
+    }
+
+    /// One run of the caller's scope.
+    pub async fn sync_run(&self, caller: &Caller, id: i64) -> Result<SyncRunOut> {
+        let scope = caller.scope_with(Feature::IntegrationsView)?;
+        self.store()
+            .get_sync_run(scope, id)
+            .await?
+            .map(SyncRunOut::from)
+            .ok_or_else(|| ServiceError::NotFound(format!("no sync run {id}")))
+    }
+
+    /// Runs of the caller's scope, newest first.
+    pub async fn list_sync_runs(&self, caller: &Caller, q: SyncRunsIn) -> Result<SyncRunPage> {
+        let scope = caller.scope_with(Feature::IntegrationsView)?;
+        let limit = q.limit.unwrap_or(50);
+        if !(1..=200).contains(&limit) {
+            return Err(ServiceError::invalid(
+                "the query is not valid",
+                vec![FieldError::new(
+                    "limit",
+                    "out_of_range",
+                    "expected 1 to 200",
+                )],
+            ));
+        }
+        let status = match q.status.as_deref() {
+            None => None,
+            Some(s) => Some(SyncStatus::parse(s).ok_or_else(|| {
+                ServiceError::invalid(
+                    "the query is not valid",
+                    vec![FieldError::new(
+                        "status",
+                        "invalid_choice",
+                        "expected queued, running, succeeded, failed or cancelled",
+                    )],
+                )
+            })?),
+        };
+        let rows = self
+            .store()
+            .list_sync_runs(
+                scope,
+                &SyncRunQuery {
+                    integration_id: q.integration,
+                    stream: q.stream,
+                    status,
+                    before_id: q.before,
+                    limit: limit + 1,
+                },
+            )
+            .await?;
+        let more = rows.len() > limit as usize;
+        let items: Vec<SyncRunOut> = rows
+            .into_iter()
+            .take(limit as usize)
+            .map(SyncRunOut::from)
+            .collect();
+        Ok(SyncRunPage {
+            next_before: if more {
+                items.last().map(|r| r.id)
+            } else {
+                None
+            },
+            items,
+        })
+    }
+
+    /// Asks a run to stop (a queued one stops at once).
+    pub async fn cancel_sync_run(&self, caller: &Caller, id: i64) -> Result<SyncRunOut> {
+        self.audited(caller, "sync.run.cancel", &id.to_string(), async {
+            let scope = caller.scope_with(Feature::IntegrationsManage)?;
+            let run = self
+                .store()
+                .request_sync_cancel(scope, id, self.now())
+                .await?
+                .ok_or_else(|| ServiceError::NotFound(format!("no sync run {id}")))?;
+            if !run.status.is_active() && run.status != SyncStatus::Cancelled {
+                return Err(ServiceError::conflict(
+                    "sync_run_finished",
+                    format!("run {id} already finished ({})", run.status.as_str()),
+                ));
+            }
+            Ok(SyncRunOut::from(run))
+        })
+        .await
+    }
+
+    /// Changes of a stream's records after change `after`, oldest first.
+    pub async fn sync_records(
+        &self,
+        caller: &Caller,
+        id: &str,
+        q: RecordsIn,
+    ) -> Result<RecordPage> {
+        let scope = caller.scope_with(Feature::IntegrationsView)?;
+        let Some(stream) = q.stream.as_deref() else {
+            return Err(ServiceError::invalid(
+                "the query is not valid",
+                vec![FieldError::new(
+                    "stream",
+                    "required",
+                    "name the stream to read",
+                )],
+            ));
+        };
+        self.sync_target(id, stream)?;
+        let limit = q.limit.unwrap_or(100);
+        let after = q.after.unwrap_or(0);
+        let mut errors = Vec::new();
+        if !(1..=1000).contains(&limit) {
+            errors.push(FieldError::new(
+                "limit",
+                "out_of_range",
+                "expected 1 to 1000",
+            ));
+        }
+        if after < 0 {
+            errors.push(FieldError::new(
+                "after",
+                "out_of_range",
+                "expected 0 or more",
+            ));
+        }
+        if !errors.is_empty() {
+            return Err(ServiceError::invalid("the query is not valid", errors));
+        }
+        let rows = self
+            .store()
+            .list_sync_records(scope, id, stream, after, limit + 1)
+            .await?;
+        let has_more = rows.len() > limit as usize;
+        let items = rows
+            .into_iter()
+            .take(limit as usize)
+            .map(record_out)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(RecordPage {
+            next_after: items.last().map_or(after, |r| r.seq),
+            has_more,
+            items,
+        })
+    }
+
+    /// The stream's field mapping.
+    pub async fn field_mapping(
+        &self,
+        caller: &Caller,
+        id: &str,
+        stream: &str,
+    ) -> Result<MappingOut> {
+        let scope = caller.scope_with(Feature::IntegrationsView)?;
+        self.sync_target(id, stream)?;
+        self.mapping_out(scope, id, stream).await
+    }
+
+    async fn mapping_out(&self, scope: &Scope, id: &str, stream: &str) -> Result<MappingOut> {
+        let stored = self.store().get_field_mapping(scope, id, stream).await?;
+        let (mapping, updated_at) = match stored {
+            Some((text, at)) => (Some(parse_mapping(&text)?.spec().clone()), Some(at)),
+            None => (None, None),
+        };
+        Ok(MappingOut {
+            integration_id: id.to_owned(),
+            stream: stream.to_owned(),
+            mapping,
+            updated_at,
+        })
+    }
+
+    /// Sets (or, with `null`, removes) the stream's field mapping. The next
+    /// batch of a running import uses it.
+    pub async fn put_field_mapping(
+        &self,
+        caller: &Caller,
+        id: &str,
+        stream: &str,
+        mapping: Value,
+    ) -> Result<MappingOut> {
+        let target = format!("{id}/{stream}");
+        self.audited(caller, "sync.mapping.update", &target, async {
+            let scope = caller.scope_with(Feature::IntegrationsManage)?;
+            self.sync_target(id, stream)?;
+            let text = if mapping.is_null() {
+                None
+            } else {
+                let text = mapping.to_string();
+                parse_mapping(&text)?;
+                Some(text)
+            };
+            self.store()
+                .put_field_mapping(scope, id, stream, text, self.now())
+                .await?;
+            self.mapping_out(scope, id, stream).await
+        })
+        .await
+    }
+
+    /// Maps sample records with a mapping (given, or the stored one): the
+    /// given records, or the first batch the connector reads.
+    pub async fn preview_field_mapping(
+        &self,
+        caller: &Caller,
+        id: &str,
+        stream: &str,
+        input: PreviewIn,
+    ) -> Result<PreviewOut> {
+        let scope = caller.scope_with(Feature::IntegrationsManage)?;
+        self.sync_target(id, stream)?;
+        let limit = input.limit.unwrap_or(10);
+        if !(1..=50).contains(&limit) {
+            return Err(ServiceError::invalid(
+                "the preview is not valid",
+                vec![FieldError::new("limit", "out_of_range", "expected 1 to 50")],
+            ));
+        }
+        let mapping = match input.mapping {
+            Some(m) if !m.is_null() => parse_mapping(&m.to_string())?,
+            _ => match self.store().get_field_mapping(scope, id, stream).await? {
+                Some((text, _)) => parse_mapping(&text)?,
+                None => FieldMapping::default(),
+            },
+        };
+        let records = match input.records {
+            Some(r) => r,
+            None => {
+                self.read_stream(caller, id, stream, crate::streams::ReadIn::default())
+                    .await?
+                    .records
+            }
+        };
+        let items = records
+            .iter()
+            .take(limit as usize)
+            .map(|r| match mapping.apply(r) {
+                Ok(m) => PreviewItem {
+                    external_id: Some(m.external_id),
+                    data: Some(m.data),
+                    deleted: m.deleted,
+                    error: None,
+                },
+                Err(e) => PreviewItem {
+                    external_id: e.external_id.clone(),
+                    data: None,
+                    deleted: false,
+                    error: Some(e.to_string()),
+                },
+            })
+            .collect();
+        Ok(PreviewOut { items })
+    }
+
+    /// Runs (or resumes) import run `run_id`: the `sync.run` job.
+    pub(crate) async fn execute_sync_run(
+        &self,
+        scope: &Scope,
+        run_id: i64,
+        job: &JobContext,
+    ) -> std::result::Result<Option<Value>, JobError> {
+        let last_attempt = job.attempt >= job.max_attempts;
+        let Some(run) = self
+            .store()
+            .start_sync_run(scope, run_id, self.now())
+            .await
+            .map_err(ServiceError::from)?
+        else {
+            // Finished or cancelled meanwhile: nothing to do.
+            return Ok(Some(
+                serde_json::json!({ "runId": run_id, "skipped": "not active" }),
+            ));
+        };
+        let correlation_id = format!("sync_{run_id}");
+        let logger = self
+            .logger(scope, &run.integration_id, Some(correlation_id.clone()))
+            .await?;
+        if job.attempt > 1 {
+            self.sync_log(
+                &logger,
+                LogLevel::Info,
+                &run,
+                format!(
+                    "resuming run {run_id} (attempt {}) from cursor {}",
+                    job.attempt,
+                    run.cursor_end.as_deref().unwrap_or("(start)")
+                ),
+            )
+            .await?;
+        }
+        let stop = match self
+            .import_batches(scope, &run, &logger, &correlation_id)
+            .await
+        {
+            Ok(stop) => stop,
+            Err(e) => Stop::Retry(e.to_string()),
+        };
+        match stop {
+            Stop::Done => {}
+            Stop::Retry(reason) if !last_attempt => {
+                self.sync_log(
+                    &logger,
+                    LogLevel::Warning,
+                    &run,
+                    format!("run {run_id} paused; it resumes from its cursor: {reason}"),
+                )
+                .await?;
+                return Err(JobError::Retry(reason));
+            }
+            Stop::Retry(reason) | Stop::Fail(reason) => {
+                self.end_run(scope, &run, &logger, SyncStatus::Failed, Some(reason))
+                    .await?;
+            }
+        }
+        let run = self
+            .store()
+            .get_sync_run(scope, run_id)
+            .await
+            .map_err(ServiceError::from)?;
+        Ok(run.map(
+            |r| serde_json::json!({ "runId": r.id, "status": r.status, "counters": r.counters }),
+        ))
+    }
+
+    async fn sync_log(
+        &self,
+        logger: &ScopedLogger,
+        level: LogLevel,
+        run: &SyncRunRecord,
+        message: String,
+    ) -> Result<()> {
+        logger
+            .log(
+                level,
+                Entry {
+                    operation: format!("sync.{}", run.stream),
+                    message,
+                    ..Entry::default()
+                },
+            )
+            .await
+    }
+
+    /// Finishes a run, logs it and emits `data_sync.run.completed`.
+    async fn end_run(
+        &self,
+        scope: &Scope,
+        run: &SyncRunRecord,
+        logger: &ScopedLogger,
+        status: SyncStatus,
+        error: Option<String>,
+    ) -> Result<()> {
+        let now = self.now();
+        if !self
+            .store()
+            .finish_sync_run(scope, run.id, status, error.clone(), now)
+            .await?
+        {
+            return Ok(());
+        }
+        self.notify_sync_progress();
+        let done = self.store().get_sync_run(scope, run.id).await?;
+        let counters = done.as_ref().map(|r| r.counters).unwrap_or_default();
+        let level = if status == SyncStatus::Failed {
+            LogLevel::Error
+        } else {
+            LogLevel::Info
+        };
+        logger
+            .log(
+                level,
+                Entry {
+                    operation: format!("sync.{}", run.stream),
+                    message: format!(
+                        "run {} {}: {} processed, {} created, {} updated, {} unchanged, {} failed{}",
+                        run.id,
+                        status.as_str(),
+                        counters.processed,
+                        counters.created,
+                        counters.updated,
+                        counters.unchanged,
+                        counters.failed,
+                        error.as_deref().map(|e| format!(" — {e}")).unwrap_or_default()
+                    ),
+                    details: Some(serde_json::json!({ "runId": run.id, "counters": counters })),
+                    duration_ms: done.as_ref().and_then(|r| {
+                        r.started_at
+                            .zip(r.finished_at)
+                            .map(|(s, f)| (f.as_micros() - s.as_micros()) / 1000)
+                    }),
+                    ..Entry::default()
+                },
+            )
+            .await?;
+        self.store()
+            .apply(vec![events::event(
+                scope,
+                RUN_COMPLETED,
+                &run.integration_id,
+                &serde_json::json!({
+                    "runId": run.id,
+                    "integrationId": run.integration_id,
+                    "stream": run.stream,
+                    "status": status,
+                    "counters": counters,
+                    "error": error,
+                }),
+                now,
+            )])
+            .await?;
+        Ok(())
+    }
+
+    /// Pulls, maps and commits batches until the run stops.
+    async fn import_batches(
+        &self,
+        scope: &Scope,
+        run: &SyncRunRecord,
+        logger: &ScopedLogger,
+        correlation_id: &str,
+    ) -> Result<Stop> {
+        let id = run.integration_id.as_str();
+        let stream = run.stream.as_str();
+        let reg = self.registry();
+        if reg.integration(id).is_none() {
+            return Ok(Stop::Fail(format!("`{id}` is no longer in the catalog")));
+        }
+        let Ok(state) = self.enabled_state(scope, id, "syncing it").await else {
+            self.end_run(
+                scope,
+                run,
+                logger,
+                SyncStatus::Failed,
+                Some(format!("`{id}` is not enabled")),
+            )
+            .await?;
+            return Ok(Stop::Done);
+        };
+        let (connector, ctx) = self
+            .prepare_call(scope, &reg, id, &state, READ_DEADLINE, correlation_id)
+            .await?;
+        let mut logged_failures = run.counters.failed;
+        loop {
+            // The mapping is read for each batch: a change applies to the next one.
+            let mapping = match self.store().get_field_mapping(scope, id, stream).await? {
+                Some((text, _)) => match FieldMapping::parse(&text) {
+                    Ok(m) => m,
+                    Err(_) => {
+                        return Ok(Stop::Fail(
+                            "the stream's field mapping is not valid".to_owned(),
+                        ));
+                    }
+                },
+                None => FieldMapping::default(),
+            };
+            let cursor = self
+                .store()
+                .get_sync_cursor(scope, id, stream)
+                .await?
+                .and_then(|c| c.cursor);
+            let read = tokio::time::timeout(
+                READ_DEADLINE,
+                connector.read(&ctx, stream, cursor.as_deref()),
+            )
+            .await;
+            actions::write_connector_log(logger, &ctx.log, &format!("sync.{stream}")).await?;
+            let batch = match read {
+                Err(_) => {
+                    return Ok(Stop::Retry(format!(
+                        "the connector did not answer within {} s",
+                        READ_DEADLINE.as_secs()
+                    )));
+                }
+                Ok(Ok(batch)) => batch,
+                Ok(Err(ConnectorError::RateLimited {
+                    message,
+                    retry_after_ms,
+                })) => {
+                    let wait = retry_after_ms
+                        .map_or(Duration::from_secs(1), Duration::from_millis)
+                        .min(MAX_RATE_LIMIT_WAIT);
+                    self.sync_log(
+                        logger,
+                        LogLevel::Warning,
+                        run,
+                        format!(
+                            "the provider is rate limiting ({message}); waiting {} ms",
+                            wait.as_millis()
+                        ),
+                    )
+                    .await?;
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+                Ok(Err(e)) if e.is_retryable() => return Ok(Stop::Retry(e.to_string())),
+                Ok(Err(e)) => return Ok(Stop::Fail(e.to_string())),
+            };
+
+            // Map; keep the last version of an id repeated within the batch.
+            let mut records: Vec<IncomingRecord> = Vec::with_capacity(batch.records.len());
+            let mut at: HashMap<String, usize> = HashMap::with_capacity(batch.records.len());
+            let mut failures: Vec<(Option<String>, String, String)> = batch
+                .failures
+                .iter()
+                .map(|f| (f.external_id.clone(), f.position.clone(), f.message.clone()))
+                .collect();
+            let exhausted = batch.next_cursor.is_none()
+                || (batch.records.is_empty() && batch.failures.is_empty());
+            for (n, record) in batch.records.iter().enumerate() {
+                match mapping.apply(record) {
+                    Ok(m) => {
+                        let data = m.data.to_string();
+                        let incoming = IncomingRecord {
+                            hash: hash_hex(&data),
+                            external_id: m.external_id,
+                            data,
+                            deleted: m.deleted,
+                        };
+                        if let Some(&i) = at.get(&incoming.external_id) {
+                            records[i] = incoming;
+                        } else {
+                            at.insert(incoming.external_id.clone(), records.len());
+                            records.push(incoming);
+                        }
+                    }
+                    Err(e) => failures.push((
+                        e.external_id.clone(),
+                        format!("record {} of the batch", n + 1),
+                        e.to_string(),
+                    )),
+                }
+            }
+            let duplicates =
+                batch.records.len() - records.len() - (failures.len() - batch.failures.len());
+            let failed = i64::try_from(failures.len()).unwrap_or(i64::MAX);
+            for (external_id, position, message) in &failures {
+                if logged_failures < LOGGED_FAILURES_PER_RUN {
+                    logger
+                        .log(
+                            LogLevel::Warning,
+                            Entry {
+                                operation: format!("sync.{stream}"),
+                                message: format!("{position} skipped: {message}"),
+                                entity_type: Some(stream.to_owned()),
+                                entity_id: external_id.clone(),
+                                ..Entry::default()
+                            },
+                        )
+                        .await?;
+                }
+                logged_failures += 1;
+            }
+            if failed > 0 && logged_failures > LOGGED_FAILURES_PER_RUN {
+                self.sync_log(
+                    logger,
+                    LogLevel::Warning,
+                    run,
+                    format!("{failed} record(s) of this batch failed (not logged one by one past {LOGGED_FAILURES_PER_RUN} a run)"),
+                )
+                .await?;
+            }
+            let commit = self
+                .store()
+                .commit_sync_batch(SyncBatch {
+                    scope: scope.clone(),
+                    run_id: run.id,
+                    integration_id: id.to_owned(),
+                    stream: stream.to_owned(),
+                    entity_type: stream.to_owned(),
+                    from_cursor: cursor.clone(),
+                    next_cursor: batch.next_cursor.clone(),
+                    records,
+                    failed,
+                    skipped: i64::try_from(duplicates).unwrap_or(0),
+                    total: None,
+                    now: self.now(),
+                })
+                .await;
+            let outcome = match commit {
+                Ok(o) => o,
+                Err(StoreError::Stale(_)) => {
+                    return Ok(Stop::Retry(
+                        "the stream's cursor moved under this run (another worker committed the batch)"
+                            .to_owned(),
+                    ));
+                }
+                Err(StoreError::NotFound(_)) => return Ok(Stop::Done),
+                Err(e) => return Err(e.into()),
+            };
+            self.notify_sync_progress();
+            if outcome.cancel_requested {
+                self.end_run(scope, run, logger, SyncStatus::Cancelled, None)
+                    .await?;
+                return Ok(Stop::Done);
+            }
+            if exhausted {
+                self.end_run(scope, run, logger, SyncStatus::Succeeded, None)
+                    .await?;
+                return Ok(Stop::Done);
+            }
+        }
+    }
+}
+
+fn record_out(r: SyncRecordRow) -> Result<RecordOut> {
+    let change = if r.deleted {
+        "deleted"
+    } else if r.created_at == r.updated_at {
+        "created"
+    } else {
+        "updated"
+    };
+    Ok(RecordOut {
+        data: serde_json::from_str(&r.data).map_err(|e| ServiceError::internal(&e))?,
+        external_id: r.external_id,
+        local_id: r.local_id,
+        seq: r.seq,
+        change,
+        created_at: r.created_at,
+        updated_at: r.updated_at,
+    })
+}
+
+/// The `sync.run` job handler.
+pub(crate) async fn sync_run_job(
+    services: Services,
+    ctx: JobContext,
+) -> std::result::Result<Option<Value>, JobError> {
+    let scope = ctx
+        .scope
+        .clone()
+        .ok_or_else(|| JobError::Fatal("a sync run needs a tenant scope".to_owned()))?;
+    let run_id = ctx
+        .payload
+        .get("runId")
+        .and_then(Value::as_i64)
+        .ok_or_else(|| JobError::Fatal("the payload names no runId".to_owned()))?;
+    services.execute_sync_run(&scope, run_id, &ctx).await
+}
