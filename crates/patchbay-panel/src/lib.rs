@@ -3,9 +3,9 @@
 //!
 //! Pages are rendered on the server with maud (compile-time-checked,
 //! auto-escaping templates); every form works without JavaScript. The one
-//! small script (`static/app.js`) adds the live tail of the log timeline over
-//! server-sent events. Everything is served from the binary: no CDN, works
-//! offline.
+//! small script (`static/app.js`) adds the live parts over server-sent
+//! events: the tail of the log timeline and the counters of a running data
+//! sync. Everything is served from the binary: no CDN, works offline.
 //!
 //! Architecture invariants:
 //! * Pages call `patchbay-service` with the session's caller, exactly like the
@@ -94,6 +94,15 @@ pub fn router(services: Services, options: PanelOptions) -> Router {
             "/backend/integrations/{id}/logs/stream",
             get(pages::logs::stream),
         )
+        .route("/backend/integrations/{id}/sync", post(pages::sync::start))
+        .route(
+            "/backend/integrations/{id}/streams/{stream}/mapping",
+            get(pages::sync::mapping).post(pages::sync::mapping_post),
+        )
+        .route("/backend/sync", get(pages::sync::list))
+        .route("/backend/sync/runs/{id}", get(pages::sync::run_page))
+        .route("/backend/sync/runs/{id}/cancel", post(pages::sync::cancel))
+        .route("/backend/sync/runs/{id}/stream", get(pages::sync::stream))
         .route("/backend/logs", get(pages::logs::page))
         .route("/backend/usage", get(pages::usage::page))
         .route("/backend/jobs", get(pages::jobs::page))

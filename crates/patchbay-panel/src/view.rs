@@ -17,6 +17,7 @@ pub(crate) enum Nav {
     Marketplace,
     Logs,
     Jobs,
+    Sync,
     Usage,
     Tenants,
     Failing,
@@ -76,6 +77,7 @@ pub(crate) fn frame(chrome: &Chrome<'_>, title: &str, body: Markup) -> Markup {
                             a href="/backend/integrations" aria-current=[current(Nav::Marketplace)] { (l.t("nav.marketplace")) }
                             a href="/backend/logs" aria-current=[current(Nav::Logs)] { (l.t("nav.logs")) }
                             a href="/backend/jobs" aria-current=[current(Nav::Jobs)] { (l.t("nav.jobs")) }
+                            a href="/backend/sync" aria-current=[current(Nav::Sync)] { (l.t("nav.sync")) }
                             a href="/backend/usage" aria-current=[current(Nav::Usage)] { (l.t("nav.usage")) }
                         }
                         @if admin {
@@ -204,8 +206,13 @@ pub(crate) fn avatar(id: &str, title: &str, large: bool) -> Markup {
 /// A timestamp as `2026-11-23 14:23:05 UTC`, with the exact value in `datetime`.
 pub(crate) fn time(t: Timestamp) -> Markup {
     let full = t.to_string();
-    let shown = format!("{} UTC", full.get(..19).unwrap_or(&full).replace('T', " "));
-    html! { time datetime=(full) { (shown) } }
+    html! { time datetime=(full) { (time_text(t)) } }
+}
+
+/// A timestamp as the pages show it: `2026-11-23 14:23:05 UTC`.
+pub(crate) fn time_text(t: Timestamp) -> String {
+    let full = t.to_string();
+    format!("{} UTC", full.get(..19).unwrap_or(&full).replace('T', " "))
 }
 
 /// How a notice reads: a plain confirmation, something to look at, or a refusal.
@@ -241,6 +248,12 @@ pub(crate) fn notice(l: Lang, key: Option<&str>) -> Markup {
         Some("job_retry_refused") => (l.t("notice.job_retry_refused"), Tone::Bad),
         Some("job_cancel_refused") => (l.t("notice.job_cancel_refused"), Tone::Bad),
         Some("schedule_saved") => (l.t("notice.schedule_saved"), Tone::Ok),
+        Some("sync_started") => (l.t("notice.sync_started"), Tone::Ok),
+        Some("sync_cancelled") => (l.t("notice.sync_cancelled"), Tone::Ok),
+        Some("sync_cancel_requested") => (l.t("notice.sync_cancel_requested"), Tone::Info),
+        Some("sync_cancel_refused") => (l.t("notice.sync_cancel_refused"), Tone::Bad),
+        Some("mapping_saved") => (l.t("notice.mapping_saved"), Tone::Ok),
+        Some("mapping_removed") => (l.t("notice.mapping_removed"), Tone::Ok),
         _ => return html! {},
     };
     let (class, role) = match tone {

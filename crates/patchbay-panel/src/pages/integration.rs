@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use patchbay_core::credentials::{CredentialField, CredentialSchema, FieldType};
-use patchbay_core::{Hub, IntegrationStatus, VersionStatus};
+use patchbay_core::{IntegrationStatus, VersionStatus};
 use patchbay_service::credentials::{MaskedCredentials, Source};
 use patchbay_service::health::{
     CheckStatus, HealthRequest, HealthResult, HealthStatus, effective_health,
@@ -41,6 +41,16 @@ pub(crate) struct Params {
     logs: super::logs::Filters,
 }
 
+impl Params {
+    /// The page on one tab.
+    pub(crate) fn tab(tab: &str) -> Params {
+        Params {
+            tab: Some(tab.to_owned()),
+            ..Params::default()
+        }
+    }
+}
+
 /// What a failed POST hands back to the page: the values typed and every problem.
 #[derive(Debug, Default)]
 pub(crate) struct Retry {
@@ -49,11 +59,11 @@ pub(crate) struct Retry {
     pub message: Option<String>,
 }
 
-/// Whether a connector runtime for the hub ships in this build. None does
-/// yet: the runtime arrives with the connector SDK, and until then the panel
-/// says so instead of pretending that provider calls happen.
-pub(crate) fn runtime_available(_hub: Hub) -> bool {
-    false
+/// Whether a connector for the integration runs in this process (a native
+/// one of this build, or a component loaded from `--connectors-dir`). Without
+/// one the panel says so instead of pretending that provider calls happen.
+pub(crate) fn runtime_available(state: &PanelState, id: &str) -> bool {
+    state.services.natives().has(id)
 }
 
 fn field_input(
@@ -196,9 +206,11 @@ async fn render_inner(
         .map_err(|e| PanelError::from_service(e, l))?;
     let reg = s.registry();
     let i = &detail.integration;
+    let has_streams = !i.capabilities.streams.is_empty();
     let tab = match p.tab.as_deref() {
         Some("health") => "health",
         Some("logs") => "logs",
+        Some("sync") if has_streams => "sync",
         _ => "credentials",
     };
     let chrome = super::chrome(state, signed, Nav::Marketplace).await?;
@@ -226,6 +238,15 @@ async fn render_inner(
                 can_manage,
                 p.job.as_deref().and_then(|j| j.parse::<i64>().ok()),
             )
+        }
+        "sync" => {
+            super::sync::tab(
+                state,
+                signed,
+                i,
+                detail.state.status == IntegrationStatus::Enabled,
+            )
+            .await?
         }
         "logs" => {
             super::logs::timeline(
@@ -293,7 +314,7 @@ async fn render_inner(
             }
         }
         p { (i.description) }
-        @if !runtime_available(i.hub) {
+        @if !runtime_available(state, &i.id) {
             div class="alert alert-info" data-hub-notice { (l.fmt("detail.hub_missing", &[("hub", i.hub.as_str())])) }
         }
         @if let Some(v) = &effective {
@@ -345,6 +366,9 @@ async fn render_inner(
         nav class="tabs" aria-label=(l.t("detail.tabs")) {
             a href={ "/backend/integrations/" (i.id) } aria-current=[(tab == "credentials").then_some("page")] { (l.t("detail.tab_credentials")) }
             a href={ "/backend/integrations/" (i.id) "?tab=health" } aria-current=[(tab == "health").then_some("page")] { (l.t("detail.tab_health")) }
+            @if has_streams {
+                a href={ "/backend/integrations/" (i.id) "?tab=sync" } aria-current=[(tab == "sync").then_some("page")] data-tab="sync" { (l.t("detail.tab_sync")) }
+            }
             a href={ "/backend/integrations/" (i.id) "?tab=logs" } aria-current=[(tab == "logs").then_some("page")] { (l.t("detail.tab_logs")) }
         }
         (tab_body)

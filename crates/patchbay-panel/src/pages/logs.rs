@@ -89,7 +89,7 @@ pub(crate) fn entry(l: Lang, e: &LogEntryOut, show_integration: bool) -> Markup 
             p class="facts" {
                 @if let Some(c) = &e.correlation_id { (l.t("logs.correlation")) " " code { (c) } }
                 @if let Some(d) = e.duration_ms { " · " (l.t("logs.duration")) " " (d) " ms" }
-                @if let (Some(t), Some(id)) = (&e.entity_type, &e.entity_id) { " · " (t) " " code { (id) } }
+                @if let Some(t) = &e.entity_type { " · " (t) @if let Some(id) = &e.entity_id { " " code { (id) } } }
             }
             @if let Some(d) = &e.details {
                 details { summary { (l.t("logs.details")) } pre { (serde_json::to_string_pretty(d).unwrap_or_default()) } }

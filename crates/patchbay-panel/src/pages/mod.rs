@@ -7,6 +7,7 @@ pub(crate) mod login;
 pub(crate) mod logs;
 pub(crate) mod marketplace;
 pub(crate) mod platform;
+pub(crate) mod sync;
 pub(crate) mod usage;
 
 use axum::http::header;
