@@ -20,6 +20,7 @@ mod registry;
 mod runtime;
 mod services;
 mod startup;
+mod sync;
 
 /// One measured figure.
 #[derive(Debug, Clone, Serialize)]
@@ -115,6 +116,8 @@ const SCENARIOS: &[&str] = &[
     "jobs",
     "jobs_pg",
     "runtime",
+    "sync",
+    "sync_pg",
 ];
 
 fn main() -> anyhow::Result<()> {
@@ -157,6 +160,8 @@ fn main() -> anyhow::Result<()> {
                     .context("the jobs_pg scenario needs --bin <release patchbay binary>")?,
             )?),
             "runtime" => figures.extend(runtime::run(&runtime()?)?),
+            "sync" => figures.extend(sync::sqlite(&runtime()?)?),
+            "sync_pg" => figures.extend(sync::postgres(&runtime()?)?),
             _ => unreachable!("checked above"),
         }
     }

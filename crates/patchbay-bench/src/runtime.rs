@@ -63,6 +63,7 @@ impl Connector for NativeEcho {
         Ok(patchbay_runtime::Batch {
             records,
             next_cursor: Some(end.to_string()),
+            failures: Vec::new(),
         })
     }
 }

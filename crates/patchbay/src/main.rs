@@ -15,6 +15,7 @@
 
 mod config;
 mod connector;
+mod sync_cli;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -55,6 +56,9 @@ enum Command {
     /// Create, build and test WebAssembly connectors.
     #[command(subcommand)]
     Connector(connector::ConnectorCommand),
+    /// Data sync from the command line.
+    #[command(subcommand)]
+    Sync(SyncCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -113,6 +117,12 @@ enum KeysCommand {
         #[arg(long, default_value_t = 0)]
         pause_ms: u64,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum SyncCommand {
+    /// Run one import of a stream for a tenant and show its progress.
+    Run(sync_cli::RunArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -183,6 +193,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Connector(command) => connector::run(command),
+        Command::Sync(SyncCommand::Run(args)) => run(sync_run(args)),
         Command::Catalog(CatalogCommand::List) => match patchbay_connectors::builtin_registry() {
             Ok(reg) => {
                 for i in reg.integrations() {
@@ -512,6 +523,15 @@ async fn rotate_keys(
         report.master_key_id, report.tenants, report.reencrypted, report.deleted_data_keys
     );
     Ok(())
+}
+
+async fn sync_run(args: sync_cli::RunArgs) -> anyhow::Result<()> {
+    let services = open_for_admin(&args.data).await?;
+    if sync_cli::run(services, args).await? {
+        Ok(())
+    } else {
+        anyhow::bail!("the run did not succeed")
+    }
 }
 
 async fn prune_logs(data: config::DataArgs) -> anyhow::Result<()> {
