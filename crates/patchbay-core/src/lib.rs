@@ -30,8 +30,8 @@ pub mod version;
 
 pub use category::{Category, Hub};
 pub use manifest::{
-    Bundle, Capabilities, Direction, HealthCheck, HostRule, Integration, Manifest, RuntimeKind,
-    RuntimeSpec, WebhookScheme, Webhooks,
+    Bundle, Capabilities, Direction, HealthCheck, HostRule, Integration, Manifest, RateLimit,
+    RuntimeKind, RuntimeSpec, WebhookScheme, Webhooks,
 };
 pub use registry::{CatalogError, CatalogErrors, CatalogQuery, Entry, ManifestSource, Registry};
 pub use schedule::{Schedule, ScheduleError};

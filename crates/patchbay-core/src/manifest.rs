@@ -77,6 +77,28 @@ pub struct Integration {
     /// What runs the connector; absent: a native connector of this build.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<RuntimeSpec>,
+    /// How fast Patchbay may call the provider for one tenant (data-sync
+    /// reads and writes); absent: no limit beyond the provider's answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A token bucket per integration and tenant: `burst` calls at once, then
+/// `requests_per_second` on average.
+///
+/// ```toml
+/// [integration.rate_limit]
+/// requests_per_second = 25
+/// burst = 50
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, rename_all(serialize = "camelCase"))]
+pub struct RateLimit {
+    /// 1-10,000.
+    pub requests_per_second: u32,
+    /// 1-10,000; default: one second's worth.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
 }
 
 /// How an integration's connector runs.
@@ -561,6 +583,22 @@ fn check_integration(i: &Integration) -> Vec<(String, String)> {
     }
     if let Some(r) = &i.runtime {
         p.extend(check_runtime(r, i));
+    }
+    if let Some(l) = &i.rate_limit {
+        if !(1..=10_000).contains(&l.requests_per_second) {
+            p.push((
+                "rate_limit.requests_per_second".to_owned(),
+                format!("{} is outside 1-10000", l.requests_per_second),
+            ));
+        }
+        if let Some(b) = l.burst
+            && !(1..=10_000).contains(&b)
+        {
+            p.push((
+                "rate_limit.burst".to_owned(),
+                format!("{b} is outside 1-10000"),
+            ));
+        }
     }
     p.extend(crate::version::check(&i.api_versions));
     for (list, name) in [

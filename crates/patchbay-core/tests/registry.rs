@@ -789,3 +789,32 @@ fn bad_runtimes_are_refused_naming_the_field() {
         "unknown variant",
     );
 }
+
+#[test]
+fn rate_limits_are_checked() {
+    let limited = |table: &str| {
+        stripe_with(
+            "[integration.capabilities]",
+            &format!("[integration.rate_limit]\n{table}\n[integration.capabilities]"),
+        )
+    };
+    let reg = load(&[(S, &limited("requests_per_second = 25\nburst = 50"))]).unwrap();
+    let l = reg
+        .integration("gateway_stripe")
+        .unwrap()
+        .rate_limit
+        .unwrap();
+    assert_eq!((l.requests_per_second, l.burst), (25, Some(50)));
+    refuse(
+        &[(S, &limited("requests_per_second = 0"))],
+        S,
+        "integration.rate_limit.requests_per_second",
+        "outside 1-10000",
+    );
+    refuse(
+        &[(S, &limited("requests_per_second = 5\nburst = 20000"))],
+        S,
+        "integration.rate_limit.burst",
+        "outside 1-10000",
+    );
+}

@@ -227,6 +227,8 @@ struct ItemRef<'a> {
     network_hosts: &'a [patchbay_core::HostRule],
     #[serde(skip_serializing_if = "Option::is_none")]
     runtime: Option<&'a patchbay_core::RuntimeSpec>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rate_limit: Option<&'a patchbay_core::RateLimit>,
     state: &'a StateOut,
 }
 
@@ -255,6 +257,7 @@ impl Serialize for Item<'_> {
             capabilities,
             network_hosts,
             runtime,
+            rate_limit,
         } = i;
         ItemRef {
             id,
@@ -277,6 +280,7 @@ impl Serialize for Item<'_> {
             capabilities,
             network_hosts,
             runtime: runtime.as_ref(),
+            rate_limit: rate_limit.as_ref(),
             state: &self.state,
         }
         .serialize(s)

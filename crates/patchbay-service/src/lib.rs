@@ -86,6 +86,8 @@ struct Inner {
     job_finishes: tokio::sync::watch::Sender<u64>,
     /// Bumped whenever this process commits a sync batch or ends a run.
     sync_progress: tokio::sync::watch::Sender<u64>,
+    /// The manifests' rate limits, per tenant and integration, in this process.
+    sync_buckets: sync::Buckets,
     /// The connectors compiled into this build (and any registered since);
     /// swapped whole, like the registry.
     natives: RwLock<Arc<patchbay_runtime::NativeConnectors>>,
@@ -116,6 +118,7 @@ impl Services {
                 sign_in: users::SignInLimiter::default(),
                 job_finishes: tokio::sync::watch::Sender::new(0),
                 sync_progress: tokio::sync::watch::Sender::new(0),
+                sync_buckets: sync::Buckets::default(),
                 natives: RwLock::new(Arc::new(patchbay_runtime::NativeConnectors::builtin())),
                 gate: limits::ActionGate::default(),
                 usage,
@@ -204,6 +207,10 @@ impl Services {
     /// (live progress streams wait on it).
     pub fn sync_progress(&self) -> tokio::sync::watch::Receiver<u64> {
         self.inner.sync_progress.subscribe()
+    }
+
+    pub(crate) fn sync_buckets(&self) -> &sync::Buckets {
+        &self.inner.sync_buckets
     }
 
     pub(crate) fn notify_sync_progress(&self) {

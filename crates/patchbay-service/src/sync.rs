@@ -27,7 +27,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use patchbay_core::field_mapping::{FieldMapping, FieldMappingSpec};
-use patchbay_core::{LogLevel, Scope, Timestamp};
+use patchbay_core::{LogLevel, RateLimit, Scope, Timestamp};
 use patchbay_runtime::ConnectorError;
 use patchbay_store::{
     IncomingRecord, NewSyncRun, StoreError, SyncBatch, SyncCounters, SyncDirection, SyncRecordRow,
@@ -248,6 +248,58 @@ pub(crate) fn sync_job(scope: &Scope, run_id: i64) -> JobSpec {
     );
     spec.unique_key = Some(format!("sync.run:{run_id}"));
     spec
+}
+
+/// Token buckets per (tenant, organization, integration): the manifest's
+/// `rate_limit`, honoured by this process's sync runs before every call to
+/// the connector. Per process, like the action limit: several servers each
+/// keep to the rate (documented in ARCHITECTURE).
+#[derive(Debug, Default)]
+pub(crate) struct Buckets {
+    inner: std::sync::Mutex<HashMap<(String, String, String), Bucket>>,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    /// May go below zero: calls that reserved a token and are waiting for it.
+    tokens: f64,
+    at: std::time::Instant,
+}
+
+impl Buckets {
+    /// Takes a token for one call, waiting until the bucket has one.
+    pub(crate) async fn acquire(&self, scope: &Scope, integration: &str, limit: RateLimit) {
+        let rate = f64::from(limit.requests_per_second.max(1));
+        let burst = f64::from(limit.burst.unwrap_or(limit.requests_per_second).max(1));
+        let wait = {
+            let mut map = self
+                .inner
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let now = std::time::Instant::now();
+            let b = map
+                .entry((
+                    scope.tenant_id.as_str().to_owned(),
+                    scope.organization_id.as_str().to_owned(),
+                    integration.to_owned(),
+                ))
+                .or_insert(Bucket {
+                    tokens: burst,
+                    at: now,
+                });
+            b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * rate).min(burst);
+            b.at = now;
+            b.tokens -= 1.0;
+            if b.tokens >= 0.0 {
+                Duration::ZERO
+            } else {
+                Duration::from_secs_f64(-b.tokens / rate)
+            }
+        };
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
 }
 
 /// Why the current attempt stops.
@@ -767,6 +819,7 @@ impl Services {
             .prepare_call(scope, &reg, id, &state, READ_DEADLINE, correlation_id)
             .await?;
         let mut logged_failures = run.counters.failed;
+        let rate_limit = reg.integration(id).and_then(|i| i.rate_limit);
         loop {
             // The mapping is read for each batch: a change applies to the next one.
             let mapping = match self.store().get_field_mapping(scope, id, stream).await? {
@@ -785,6 +838,9 @@ impl Services {
                 .get_sync_cursor(scope, id, stream)
                 .await?
                 .and_then(|c| c.cursor);
+            if let Some(limit) = rate_limit {
+                self.sync_buckets().acquire(scope, id, limit).await;
+            }
             let read = tokio::time::timeout(
                 READ_DEADLINE,
                 connector.read(&ctx, stream, cursor.as_deref()),

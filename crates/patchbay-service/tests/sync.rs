@@ -333,6 +333,59 @@ async fn a_run_resumes_from_its_cursor_after_a_transient_failure(h: Live) {
     workers.shutdown(Duration::from_secs(5)).await;
 }
 
+async fn the_manifests_rate_limit_paces_the_reads(h: Live) {
+    // sync_files with a rate limit of 20 calls a second and no burst.
+    let sources: Vec<(String, String)> = patchbay_connectors::builtin_sources()
+        .map(|m| {
+            let text = if m.text.contains("id = \"sync_files\"") {
+                format!(
+                    "{}\n[integration.rate_limit]\nrequests_per_second = 20\nburst = 1\n",
+                    m.text
+                )
+            } else {
+                m.text.to_owned()
+            };
+            (m.path.to_owned(), text)
+        })
+        .collect();
+    let registry = patchbay_core::Registry::load(
+        sources
+            .iter()
+            .map(|(path, text)| patchbay_core::ManifestSource { path, text }),
+    )
+    .unwrap();
+    assert_eq!(
+        registry
+            .integration("sync_files")
+            .unwrap()
+            .rate_limit
+            .map(|l| l.requests_per_second),
+        Some(20)
+    );
+    h.services.set_registry(registry);
+    let flaky = Arc::new(Flaky {
+        total: 1000,
+        fail_at: usize::MAX,
+        failures: AtomicUsize::new(0),
+        reads: AtomicUsize::new(0),
+    });
+    h.services
+        .register_native("sync_files", None, flaky.clone());
+    enable_files(&h, &h.a, std::path::Path::new("/unused")).await;
+    let workers = Workers::start(h.services.clone(), fast()).await.unwrap();
+    let started = std::time::Instant::now();
+    let run = run_to_end(&h, &h.a).await;
+    let took = started.elapsed();
+    assert_eq!(run.status, SyncStatus::Succeeded, "{run:?}");
+    // 11 reads: the first at once, each next one 50 ms later at the soonest.
+    assert_eq!(flaky.reads.load(Ordering::SeqCst), 11);
+    assert!(
+        took >= Duration::from_millis(480),
+        "the reads were not paced: {took:?}"
+    );
+    workers.shutdown(Duration::from_secs(5)).await;
+}
+
 async fn one_run_per_stream_and_a_queued_run_cancels_at_once(h: Live) {
     let dir = tempfile::tempdir().unwrap();
     let path = jsonl(dir.path(), "p.jsonl", &[product(1)]);
@@ -410,5 +463,6 @@ live_on_both!(
     an_import_lands_in_the_records_store_and_the_next_run_is_incremental,
     item_failures_are_counted_and_logged_while_the_rest_imports,
     a_run_resumes_from_its_cursor_after_a_transient_failure,
+    the_manifests_rate_limit_paces_the_reads,
     one_run_per_stream_and_a_queued_run_cancels_at_once,
 );
