@@ -10,7 +10,8 @@
 //!   committed at most once, however many workers (a zombie whose lease
 //!   expired included) read it, and a cursor never moves backwards.
 //! * **The records store** keeps the latest version of each record, keyed by
-//!   (scope, integration, stream, external id), with a content hash (an
+//!   (stream, external id) — a stream being (scope, integration, stream
+//!   name), given a small id by its first batch — with a content hash (an
 //!   unchanged record is counted `unchanged` and not rewritten), a `deleted`
 //!   marker, and a change sequence `seq` strictly increasing per (scope,
 //!   integration, stream): every created, updated or deleted record takes
@@ -19,13 +20,20 @@
 //!   reader paging with `after = last seq seen` misses nothing.
 //! * **Which records change.** A record whose stored hash and `deleted` flag
 //!   equal the incoming ones is `unchanged`. Otherwise a record not stored
-//!   yet is `created` (with a new local id `rec_<uuid v7>` and an id mapping
-//!   of the batch's entity type, unless one exists for that external id,
-//!   which is kept), and a stored one `updated` (its local id kept) — a
+//!   yet is `created` (with a new local id `rec_<uuid v7>`), and a stored
+//!   one `updated` (its local id kept) — a
 //!   deletion of a stored record included: it is stored as the `deleted`
 //!   marker with the incoming data. A deletion of a record never stored
 //!   changes nothing and counts `unchanged`. Only created and updated
 //!   records take sequence numbers, in the batch's order.
+//! * **Id mappings of imports.** A created record is its own id mapping
+//!   (external id ↔ local id, `updated_at` its creation) under its stream's
+//!   entity type (the one of the stream's first batch); no mapping row is
+//!   written per record. [`SyncStore::get_id_mappings`] answers the stored
+//!   mappings (`put_id_mappings`) first, then the records of the entity
+//!   type's streams (the earliest created, when several hold the external
+//!   id). A batch naming another entity type than its stream's stores
+//!   mapping rows for its created records, an existing pair kept.
 //! * **Checks, in order**: the batch's external ids must be unique
 //!   ([`StoreError::Invalid`](crate::StoreError::Invalid)); then the cursor
 //!   compare-and-set (`Stale`); then the run, which must be `running` in the
@@ -419,6 +427,91 @@ pub(crate) fn next_cursor(b: &SyncBatch) -> Option<&str> {
     b.next_cursor.as_deref().or(b.from_cursor.as_deref())
 }
 
+/// The stored form of a record's hash: a hex text's bytes (16 for the
+/// engine's 32 hex digits) then `0`, or any other text's bytes then `1`
+/// (distinct texts stay distinct). Written into `out`, reused per record.
+pub(crate) fn hash_key(hash: &str, out: &mut Vec<u8>) {
+    fn nibble(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            b'A'..=b'F' => Some(c - b'A' + 10),
+            _ => None,
+        }
+    }
+    out.clear();
+    let bytes = hash.as_bytes();
+    if bytes.len().is_multiple_of(2) {
+        for pair in bytes.chunks_exact(2) {
+            let (Some(h), Some(l)) = (nibble(pair[0]), nibble(pair[1])) else {
+                out.clear();
+                break;
+            };
+            out.push(h << 4 | l);
+        }
+        if out.len() * 2 == bytes.len() {
+            out.push(0);
+            return;
+        }
+    }
+    out.extend_from_slice(bytes);
+    out.push(1);
+}
+
+/// [`hash_key`] into a new vector.
+pub(crate) fn hash_bytes(hash: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(hash.len() / 2 + 1);
+    hash_key(hash, &mut out);
+    out
+}
+
+/// An import's pair, from a record of one of the entity type's streams.
+pub(crate) struct RecordMapping {
+    pub(crate) stream_id: i64,
+    pub(crate) local_id: String,
+    pub(crate) external_id: String,
+    pub(crate) created_at: Timestamp,
+}
+
+/// The id mappings of an entity type: the stored ones (`put_id_mappings`)
+/// win; otherwise a record's of the entity type's streams, the earliest
+/// created (then the lowest stream id), as the first import to create it
+/// mapped it. By external id, at most `limit`.
+pub(crate) fn merge_mappings(
+    entity_type: &str,
+    stored: Vec<IdMapping>,
+    records: Vec<RecordMapping>,
+    limit: usize,
+) -> Vec<IdMapping> {
+    use std::collections::btree_map::{BTreeMap, Entry};
+    let mut by_id: BTreeMap<String, ((u8, i64, i64), IdMapping)> = BTreeMap::new();
+    let stored = stored.into_iter().map(|m| ((0, 0, 0), m));
+    let derived = records.into_iter().map(|r| {
+        (
+            (1, r.created_at.as_micros(), r.stream_id),
+            IdMapping {
+                entity_type: entity_type.to_owned(),
+                local_id: r.local_id,
+                external_id: r.external_id,
+                updated_at: r.created_at,
+            },
+        )
+    });
+    for (rank, m) in stored.chain(derived) {
+        match by_id.entry(m.external_id.clone()) {
+            Entry::Vacant(v) => {
+                v.insert((rank, m));
+            }
+            Entry::Occupied(mut o) => {
+                if rank < o.get().0 {
+                    o.insert((rank, m));
+                }
+            }
+        }
+    }
+    by_id.into_values().take(limit).map(|(_, m)| m).collect()
+}
+
 /// Refuses a batch the store cannot commit as asked: an external id twice
 /// (which record would win?) or negative counts.
 pub(crate) fn check_batch(b: &SyncBatch) -> Result<()> {
@@ -602,14 +695,29 @@ pub(crate) mod sql {
           AND status = 'running'
         RETURNING cancel_requested";
 
-    /// Delta reads on SQLite (PostgreSQL reads by its array-keyed index).
-    pub(crate) const LIST_RECORDS: &str = "SELECT external_id, local_id, seq, data, deleted, created_at, updated_at FROM sync_records
-        WHERE tenant_id = $1 AND organization_id = $2 AND integration_id = $3 AND stream = $4 AND seq > $5
-        ORDER BY seq LIMIT $6";
+    /// Delta reads: the stream's id, then its records by the sequence index.
+    pub(crate) const LIST_RECORDS: &str = "SELECT r.external_id, r.local_id, r.seq, r.data, r.deleted, r.created_at, r.updated_at
+        FROM sync_records r
+        WHERE r.stream_id = (SELECT c.id FROM sync_cursors c
+            WHERE c.tenant_id = $1 AND c.organization_id = $2 AND c.integration_id = $3 AND c.stream = $4)
+          AND r.seq > $5
+        ORDER BY r.seq LIMIT $6";
 
-    /// Live records on SQLite (PostgreSQL counts through its array-keyed index).
-    pub(crate) const COUNT_RECORDS: &str = "SELECT COUNT(*) FROM sync_records
-        WHERE tenant_id = $1 AND organization_id = $2 AND integration_id = $3 AND stream = $4 AND NOT deleted";
+    /// A stream's live records.
+    pub(crate) const COUNT_RECORDS: &str = "SELECT COUNT(*) FROM sync_records r
+        WHERE r.stream_id = (SELECT c.id FROM sync_cursors c
+            WHERE c.tenant_id = $1 AND c.organization_id = $2 AND c.integration_id = $3 AND c.stream = $4)
+          AND NOT r.deleted";
+
+    /// The streams whose created records are mapped under an entity type.
+    pub(crate) const STREAMS_OF_ENTITY: &str = "SELECT id FROM sync_cursors
+        WHERE tenant_id = $1 AND organization_id = $2 AND integration_id = $3 AND entity_type = $4
+        ORDER BY id";
+
+    /// A stream's records as id mappings, by external id.
+    pub(crate) const RECORD_MAPPINGS: &str =
+        "SELECT local_id, external_id, created_at FROM sync_records
+        WHERE stream_id = $1 ORDER BY external_id LIMIT 1000";
 
     pub(crate) const PUT_ID_MAPPING: &str = "INSERT INTO sync_id_mappings
           (tenant_id, organization_id, integration_id, entity_type, external_id, local_id, updated_at)

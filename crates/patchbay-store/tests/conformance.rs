@@ -98,6 +98,7 @@ conformance!(
     concurrent_first_sync_batches_commit_once,
     sync_data_is_isolated_per_scope,
     sync_id_and_field_mappings_are_stored_per_stream,
+    imported_records_are_mapped_under_their_streams_entity_type,
 );
 
 fn t(us: i64) -> Timestamp {
@@ -2542,6 +2543,33 @@ fn batch(
     }
 }
 
+/// Commits a batch of `run` (its scope and stream) that must succeed.
+async fn commit(
+    s: &dyn Store,
+    run: &SyncRunRecord,
+    from: Option<&str>,
+    next: Option<&str>,
+    records: Vec<IncomingRecord>,
+    now: Timestamp,
+) -> BatchOutcome {
+    s.commit_sync_batch(batch(
+        &run.scope,
+        run.id,
+        &run.stream,
+        from,
+        next,
+        records,
+        now,
+    ))
+    .await
+    .unwrap()
+}
+
+/// Commits a batch that must be refused: the error.
+async fn refused(s: &dyn Store, b: SyncBatch) -> StoreError {
+    s.commit_sync_batch(b).await.unwrap_err()
+}
+
 fn new_run(scope: &Scope, stream: &str) -> NewSyncRun {
     NewSyncRun {
         scope: scope.clone(),
@@ -2666,18 +2694,7 @@ async fn sync_runs_have_a_lifecycle_and_one_active_run_per_stream(f: Fixture) {
         s.create_sync_run(new_run(&a, "orders"), t(21)).await,
         Err(StoreError::Conflict(_))
     ));
-    let out = s
-        .commit_sync_batch(batch(
-            &a,
-            r1.id,
-            "orders",
-            None,
-            Some("c1"),
-            vec![rec("x", "1")],
-            t(22),
-        ))
-        .await
-        .unwrap();
+    let out = commit(s, &r1, None, Some("c1"), vec![rec("x", "1")], t(22)).await;
     assert_eq!((out.last_seq, out.cancel_requested), (1, false));
     let resumed = s.start_sync_run(&a, r1.id, t(30)).await.unwrap().unwrap();
     assert_eq!(
@@ -2831,18 +2848,7 @@ async fn sync_runs_have_a_lifecycle_and_one_active_run_per_stream(f: Fixture) {
     );
     let r4 = running(s, &a, "orders", t(60)).await;
     assert_eq!(r4.cursor_start, None);
-    let out = s
-        .commit_sync_batch(batch(
-            &a,
-            r4.id,
-            "orders",
-            None,
-            Some("c1"),
-            vec![rec("y", "1")],
-            t(61),
-        ))
-        .await
-        .unwrap();
+    let out = commit(s, &r4, None, Some("c1"), vec![rec("y", "1")], t(61)).await;
     assert_eq!(out.last_seq, 2, "sequence numbers go on after a reset");
 
     // Listing: newest first, filtered, paged.
@@ -2995,24 +3001,21 @@ async fn sync_batches_create_update_skip_unchanged_and_delete_in_seq_order(f: Fi
 
     // a unchanged, b updated, c deleted, d created, e deleted before it was
     // ever stored (nothing to mark): changes numbered in the batch's order.
-    let out = s
-        .commit_sync_batch(batch(
-            &a,
-            run.id,
-            "orders",
-            Some("p1"),
-            Some("p2"),
-            vec![
-                rec("a", "1"),
-                rec("b", "2"),
-                gone("c", "1"),
-                rec("d", "1"),
-                gone("e", "1"),
-            ],
-            t(20),
-        ))
-        .await
-        .unwrap();
+    let out = commit(
+        s,
+        &run,
+        Some("p1"),
+        Some("p2"),
+        vec![
+            rec("a", "1"),
+            rec("b", "2"),
+            gone("c", "1"),
+            rec("d", "1"),
+            gone("e", "1"),
+        ],
+        t(20),
+    )
+    .await;
     assert_eq!(
         (out.counters, out.last_seq),
         (sync_counters(5, 1, 2, 2, 0, 0), 6)
@@ -3069,34 +3072,12 @@ async fn sync_batches_create_update_skip_unchanged_and_delete_in_seq_order(f: Fi
 
     // The stream is exhausted for now (no next cursor: it stays). The same
     // deletion again is unchanged; c coming back is an update.
-    let out = s
-        .commit_sync_batch(batch(
-            &a,
-            run.id,
-            "orders",
-            Some("p2"),
-            None,
-            vec![gone("c", "1")],
-            t(30),
-        ))
-        .await
-        .unwrap();
+    let out = commit(s, &run, Some("p2"), None, vec![gone("c", "1")], t(30)).await;
     assert_eq!(
         (out.counters, out.last_seq),
         (sync_counters(1, 0, 0, 1, 0, 0), 6)
     );
-    let out = s
-        .commit_sync_batch(batch(
-            &a,
-            run.id,
-            "orders",
-            Some("p2"),
-            None,
-            vec![rec("c", "3")],
-            t(40),
-        ))
-        .await
-        .unwrap();
+    let out = commit(s, &run, Some("p2"), None, vec![rec("c", "3")], t(40)).await;
     assert_eq!(
         (out.counters, out.last_seq),
         (sync_counters(1, 0, 1, 0, 0, 0), 7)
@@ -3107,18 +3088,7 @@ async fn sync_batches_create_update_skip_unchanged_and_delete_in_seq_order(f: Fi
     );
     assert_eq!(s.count_sync_records(&a, SYNC, "orders").await.unwrap(), 4);
     // An empty batch moves the cursor only.
-    let out = s
-        .commit_sync_batch(batch(
-            &a,
-            run.id,
-            "orders",
-            Some("p2"),
-            Some("p3"),
-            vec![],
-            t(50),
-        ))
-        .await
-        .unwrap();
+    let out = commit(s, &run, Some("p2"), Some("p3"), vec![], t(50)).await;
     assert_eq!((out.counters, out.last_seq), (SyncCounters::default(), 7));
 
     let c = s
@@ -3139,18 +3109,7 @@ async fn sync_batches_create_update_skip_unchanged_and_delete_in_seq_order(f: Fi
     );
     // Another stream of the same integration has its own sequence.
     let other = running(s, &a, "customers", t(60)).await;
-    let out = s
-        .commit_sync_batch(batch(
-            &a,
-            other.id,
-            "customers",
-            None,
-            Some("x"),
-            vec![rec("a", "9")],
-            t(61),
-        ))
-        .await
-        .unwrap();
+    let out = commit(s, &other, None, Some("x"), vec![rec("a", "9")], t(61)).await;
     assert_eq!(out.last_seq, 1);
     assert_eq!(
         shape(&records_of(s, &a, "customers", 0).await),
@@ -3183,17 +3142,7 @@ async fn sync_batches_move_the_cursor_by_compare_and_set(f: Fixture) {
     let s = &*f.store;
     let a = tenant(s, "acme").await;
     let run = running(s, &a, "orders", t(1)).await;
-    s.commit_sync_batch(batch(
-        &a,
-        run.id,
-        "orders",
-        None,
-        Some("c1"),
-        vec![rec("a", "1")],
-        t(10),
-    ))
-    .await
-    .unwrap();
+    commit(s, &run, None, Some("c1"), vec![rec("a", "1")], t(10)).await;
     let before_run = s.get_sync_run(&a, run.id).await.unwrap().unwrap();
     let before_cursor = s
         .get_sync_cursor(&a, SYNC, "orders")
@@ -3202,8 +3151,9 @@ async fn sync_batches_move_the_cursor_by_compare_and_set(f: Fixture) {
         .unwrap();
     // A batch read from an older cursor (a zombie worker, say) writes nothing.
     for from in [None, Some("zzz")] {
-        let err = s
-            .commit_sync_batch(batch(
+        let err = refused(
+            s,
+            batch(
                 &a,
                 run.id,
                 "orders",
@@ -3211,15 +3161,16 @@ async fn sync_batches_move_the_cursor_by_compare_and_set(f: Fixture) {
                 Some("c2"),
                 vec![rec("x", "1"), rec("a", "2")],
                 t(20),
-            ))
-            .await
-            .unwrap_err();
+            ),
+        )
+        .await;
         assert!(matches!(err, StoreError::Stale(_)), "{err}");
         untouched(s, &a, &before_run, &before_cursor).await;
     }
     // The same external id twice in a batch is refused.
-    let err = s
-        .commit_sync_batch(batch(
+    let err = refused(
+        s,
+        batch(
             &a,
             run.id,
             "orders",
@@ -3227,15 +3178,16 @@ async fn sync_batches_move_the_cursor_by_compare_and_set(f: Fixture) {
             Some("c2"),
             vec![rec("x", "1"), rec("x", "2")],
             t(20),
-        ))
-        .await
-        .unwrap_err();
+        ),
+    )
+    .await;
     assert!(matches!(err, StoreError::Invalid(_)), "{err}");
     // A run that does not exist, or runs another stream, commits nothing.
     let other = running(s, &a, "customers", t(2)).await;
     for run_id in [999_999, other.id] {
-        let err = s
-            .commit_sync_batch(batch(
+        let err = refused(
+            s,
+            batch(
                 &a,
                 run_id,
                 "orders",
@@ -3243,9 +3195,9 @@ async fn sync_batches_move_the_cursor_by_compare_and_set(f: Fixture) {
                 Some("c2"),
                 vec![rec("x", "1")],
                 t(20),
-            ))
-            .await
-            .unwrap_err();
+            ),
+        )
+        .await;
         assert!(matches!(err, StoreError::NotFound(_)), "{err}");
     }
     untouched(s, &a, &before_run, &before_cursor).await;
@@ -3258,18 +3210,7 @@ async fn sync_batches_move_the_cursor_by_compare_and_set(f: Fixture) {
 
     // A cancel request: the batch in hand commits and reports it.
     s.request_sync_cancel(&a, run.id, t(30)).await.unwrap();
-    let out = s
-        .commit_sync_batch(batch(
-            &a,
-            run.id,
-            "orders",
-            Some("c1"),
-            Some("c2"),
-            vec![rec("b", "1")],
-            t(31),
-        ))
-        .await
-        .unwrap();
+    let out = commit(s, &run, Some("c1"), Some("c2"), vec![rec("b", "1")], t(31)).await;
     assert!(out.cancel_requested);
     assert!(
         s.finish_sync_run(&a, run.id, SyncStatus::Cancelled, None, t(32))
@@ -3283,8 +3224,9 @@ async fn sync_batches_move_the_cursor_by_compare_and_set(f: Fixture) {
         .unwrap()
         .unwrap();
     // A batch of a cancelled run: NotFound, nothing written.
-    let err = s
-        .commit_sync_batch(batch(
+    let err = refused(
+        s,
+        batch(
             &a,
             run.id,
             "orders",
@@ -3292,9 +3234,9 @@ async fn sync_batches_move_the_cursor_by_compare_and_set(f: Fixture) {
             Some("c3"),
             vec![rec("x", "1"), rec("a", "2")],
             t(40),
-        ))
-        .await
-        .unwrap_err();
+        ),
+    )
+    .await;
     assert!(matches!(err, StoreError::NotFound(_)), "{err}");
     assert_eq!(
         s.get_sync_run(&a, run.id).await.unwrap().unwrap(),
@@ -3316,8 +3258,9 @@ async fn sync_batches_move_the_cursor_by_compare_and_set(f: Fixture) {
         .create_sync_run(new_run(&a, "orders"), t(50))
         .await
         .unwrap();
-    let err = s
-        .commit_sync_batch(batch(
+    let err = refused(
+        s,
+        batch(
             &a,
             queued.id,
             "orders",
@@ -3325,27 +3268,24 @@ async fn sync_batches_move_the_cursor_by_compare_and_set(f: Fixture) {
             Some("c3"),
             vec![rec("x", "1")],
             t(51),
-        ))
-        .await
-        .unwrap_err();
+        ),
+    )
+    .await;
     assert!(matches!(err, StoreError::NotFound(_)), "{err}");
     // Started, it goes on from the stored cursor.
     s.start_sync_run(&a, queued.id, t(52))
         .await
         .unwrap()
         .unwrap();
-    let out = s
-        .commit_sync_batch(batch(
-            &a,
-            queued.id,
-            "orders",
-            Some("c2"),
-            Some("c3"),
-            vec![rec("x", "1")],
-            t(53),
-        ))
-        .await
-        .unwrap();
+    let out = commit(
+        s,
+        &queued,
+        Some("c2"),
+        Some("c3"),
+        vec![rec("x", "1")],
+        t(53),
+    )
+    .await;
     assert_eq!(out.last_seq, 3);
 }
 
@@ -3419,17 +3359,7 @@ async fn sync_data_is_isolated_per_scope(f: Fixture) {
     let a = tenant(s, "acme").await;
     let b = tenant(s, "globex").await;
     let run = running(s, &a, "orders", t(1)).await;
-    s.commit_sync_batch(batch(
-        &a,
-        run.id,
-        "orders",
-        None,
-        Some("c1"),
-        vec![rec("x", "1")],
-        t(2),
-    ))
-    .await
-    .unwrap();
+    commit(s, &run, None, Some("c1"), vec![rec("x", "1")], t(2)).await;
     s.put_id_mappings(
         &a,
         SYNC,
@@ -3490,8 +3420,9 @@ async fn sync_data_is_isolated_per_scope(f: Fixture) {
                 .await,
             Err(StoreError::NotFound(_))
         ));
-        let err = s
-            .commit_sync_batch(batch(
+        let err = refused(
+            s,
+            batch(
                 other,
                 run.id,
                 "orders",
@@ -3499,9 +3430,9 @@ async fn sync_data_is_isolated_per_scope(f: Fixture) {
                 Some("evil"),
                 vec![rec("x", "2")],
                 t(10),
-            ))
-            .await
-            .unwrap_err();
+            ),
+        )
+        .await;
         assert!(matches!(err, StoreError::NotFound(_)), "{err}");
         assert!(
             s.get_sync_cursor(other, SYNC, "orders")
@@ -3574,18 +3505,15 @@ async fn sync_data_is_isolated_per_scope(f: Fixture) {
     // The one-active-run rule is per scope: B runs the same stream meanwhile,
     // with its own cursor and sequence.
     let b_run = running(s, &b, "orders", t(20)).await;
-    let out = s
-        .commit_sync_batch(batch(
-            &b,
-            b_run.id,
-            "orders",
-            None,
-            Some("b1"),
-            vec![rec("x", "9"), rec("y", "9")],
-            t(21),
-        ))
-        .await
-        .unwrap();
+    let out = commit(
+        s,
+        &b_run,
+        None,
+        Some("b1"),
+        vec![rec("x", "9"), rec("y", "9")],
+        t(21),
+    )
+    .await;
     assert_eq!((out.counters.created, out.last_seq), (2, 2));
     assert_eq!(
         shape(&records_of(s, &a, "orders", 0).await),
@@ -3741,5 +3669,119 @@ async fn sync_id_and_field_mappings_are_stored_per_stream(f: Fixture) {
             .await
             .unwrap()
             .is_none()
+    );
+}
+
+/// (external id, local id, updated at) of each mapping.
+fn pairs(maps: &[IdMapping]) -> Vec<(String, String, Timestamp)> {
+    maps.iter()
+        .map(|m| (m.external_id.clone(), m.local_id.clone(), m.updated_at))
+        .collect()
+}
+
+async fn imported_records_are_mapped_under_their_streams_entity_type(f: Fixture) {
+    let s = &*f.store;
+    let a = tenant(s, "acme").await;
+    let orders = running(s, &a, "orders", t(1)).await;
+    commit(s, &orders, None, Some("1"), vec![rec("x", "1")], t(10)).await;
+    // A second stream of the same entity type: the first record created wins.
+    let more = running(s, &a, "more", t(1)).await;
+    let b = batch(
+        &a,
+        more.id,
+        "more",
+        None,
+        Some("1"),
+        vec![rec("x", "1"), rec("y", "1")],
+        t(20),
+    );
+    s.commit_sync_batch(SyncBatch {
+        entity_type: "orders_entity".into(),
+        ..b
+    })
+    .await
+    .unwrap();
+    let rows = records_of(s, &a, "orders", 0).await;
+    let more_rows = records_of(s, &a, "more", 0).await;
+    let expected = vec![
+        ("x".to_owned(), rows[0].local_id.clone(), t(10)),
+        ("y".to_owned(), more_rows[1].local_id.clone(), t(20)),
+    ];
+    let all = s
+        .get_id_mappings(&a, SYNC, "orders_entity", &[])
+        .await
+        .unwrap();
+    assert_eq!(pairs(&all), expected);
+    assert!(all.iter().all(|m| m.entity_type == "orders_entity"));
+    let some = s
+        .get_id_mappings(
+            &a,
+            SYNC,
+            "orders_entity",
+            &["y".into(), "x".into(), "z".into()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(pairs(&some), expected);
+    // A batch under another entity type than its stream's maps its created
+    // records under the batch's, an existing pair kept.
+    s.put_id_mappings(
+        &a,
+        SYNC,
+        vec![IdMapping {
+            entity_type: "other".into(),
+            local_id: "loc_p".into(),
+            external_id: "p".into(),
+            updated_at: t(25),
+        }],
+    )
+    .await
+    .unwrap();
+    let b = batch(
+        &a,
+        orders.id,
+        "orders",
+        Some("1"),
+        Some("2"),
+        vec![rec("p", "1"), rec("q", "1")],
+        t(30),
+    );
+    s.commit_sync_batch(SyncBatch {
+        entity_type: "other".into(),
+        ..b
+    })
+    .await
+    .unwrap();
+    let rows = records_of(s, &a, "orders", 1).await;
+    assert_eq!(
+        pairs(&s.get_id_mappings(&a, SYNC, "other", &[]).await.unwrap()),
+        [
+            ("p".to_owned(), "loc_p".to_owned(), t(25)),
+            ("q".to_owned(), rows[1].local_id.clone(), t(30)),
+        ]
+    );
+    // The stream's own entity type maps them too; a stored pair wins.
+    s.put_id_mappings(
+        &a,
+        SYNC,
+        vec![IdMapping {
+            entity_type: "orders_entity".into(),
+            local_id: "loc_x".into(),
+            external_id: "x".into(),
+            updated_at: t(40),
+        }],
+    )
+    .await
+    .unwrap();
+    let got = s
+        .get_id_mappings(&a, SYNC, "orders_entity", &["x".into(), "q".into()])
+        .await
+        .unwrap();
+    assert_eq!(
+        pairs(&got),
+        [
+            ("q".to_owned(), rows[1].local_id.clone(), t(30)),
+            ("x".to_owned(), "loc_x".to_owned(), t(40)),
+        ]
     );
 }

@@ -47,63 +47,57 @@ CREATE UNIQUE INDEX sync_runs_one_active ON sync_runs (tenant_id, organization_i
 CREATE INDEX sync_runs_by_scope ON sync_runs (tenant_id, organization_id, id);
 CREATE INDEX sync_runs_by_stream ON sync_runs (tenant_id, organization_id, integration_id, stream, id);
 
--- Each stream's position: where the next import reads from (`cursor`, the
--- connector's opaque text; NULL = from the start) and the last change
--- sequence number given to its records. A batch moves it by compare-and-set;
--- a reset clears `cursor` and keeps `last_seq`, so sequence numbers never
--- repeat.
+-- Each stream: its small id (`id`, what its records are keyed by instead
+-- of the four text columns), the entity type its created records are mapped
+-- under (the first batch's), where the next import reads from (`cursor`,
+-- the connector's opaque text; NULL = from the start) and the last change
+-- sequence number given to its records. Created by the stream's first
+-- batch. A batch moves it by compare-and-set; a reset clears `cursor` and
+-- keeps `last_seq`, so sequence numbers never repeat. Ids are never reused
+-- (records have no foreign key).
 CREATE TABLE sync_cursors (
+    id              BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     tenant_id       TEXT NOT NULL,
     organization_id TEXT NOT NULL,
     integration_id  TEXT NOT NULL,
     stream          TEXT NOT NULL,
+    entity_type     TEXT NOT NULL,
     cursor          TEXT,
     last_seq        BIGINT NOT NULL DEFAULT 0,
     updated_at      BIGINT NOT NULL,
-    PRIMARY KEY (tenant_id, organization_id, integration_id, stream),
+    UNIQUE (tenant_id, organization_id, integration_id, stream),
     FOREIGN KEY (tenant_id, organization_id) REFERENCES organizations(tenant_id, id) ON DELETE CASCADE
 );
 
 -- The records store: the latest version of every record of a stream, by
 -- external id. `local_id` (`rec_<uuid v7>`) is given on insert and kept on
--- update; `hash` detects unchanged records, which are not rewritten;
--- `deleted` marks a record the source deleted (its last data kept); `seq`
--- is the stream's change sequence number of the record's last change, so a
--- reader pulls changes with `seq > <last seen>`. A batch looks its records up,
--- inserts and updates them set-based (arrays), by the primary key.
+-- update; it is also the record's id mapping (external id ↔ local id under
+-- the stream's entity type: no mapping row is written per record); `hash`
+-- (the 16 bytes of the batch's hex hash) detects unchanged records, which
+-- are not rewritten; `deleted` marks a record the source deleted (its last
+-- data kept); `seq` is the stream's change sequence number of the record's
+-- last change, so a reader pulls changes with `seq > <last seen>`. Keyed by
+-- the stream's small id (`sync_cursors.id`), not its four text columns.
 CREATE TABLE sync_records (
-    tenant_id       TEXT NOT NULL,
-    organization_id TEXT NOT NULL,
-    integration_id  TEXT NOT NULL,
-    stream          TEXT NOT NULL,
+    stream_id       BIGINT NOT NULL,
     external_id     TEXT NOT NULL,
     local_id        TEXT NOT NULL,
     seq             BIGINT NOT NULL,
     data            TEXT NOT NULL,
-    hash            TEXT NOT NULL,
+    hash            BYTEA NOT NULL,
     deleted         BOOLEAN NOT NULL,
     run_id          BIGINT,
     created_at      BIGINT NOT NULL,
     updated_at      BIGINT NOT NULL,
-    -- External id first: keys then differ in their first column, so each
-    -- comparison of a B-tree descent stops there instead of comparing four
-    -- equal scope columns first (the batch makes three descents per record).
-    -- Nothing reads this key by scope prefix: delta reads and counts go
-    -- through the sequence index.
-    PRIMARY KEY (external_id, tenant_id, organization_id, integration_id, stream)
+    PRIMARY KEY (stream_id, external_id)
 );
--- Delta reads: a stream's records after a sequence number, in order. Keyed
--- by the stream as one array value, not its four columns: an index on the
--- columns would match the batch's per-record lookups too, and with stale
--- statistics (a stream's first import, a new tenant in a large table) the
--- planner takes it, the stream estimated at one row, and scans the whole
--- stream for each record. Lookups name the columns, delta reads the array,
--- so each has one index.
-CREATE UNIQUE INDEX sync_records_by_seq ON sync_records ((ARRAY[tenant_id, organization_id, integration_id, stream]), seq);
+-- Delta reads: a stream's records after a sequence number, in order.
+CREATE UNIQUE INDEX sync_records_by_seq ON sync_records (stream_id, seq);
 
--- External id ↔ local id per entity type of an integration: written for
--- every record an import creates (an existing pair is kept), and by the
--- engine for exported entities.
+-- External id ↔ local id per entity type of an integration, as stored by
+-- `put_id_mappings` (exported entities), and for records an import creates
+-- under another entity type than their stream's (an existing pair is kept).
+-- These rows win over the records store's pairs.
 CREATE TABLE sync_id_mappings (
     tenant_id       TEXT NOT NULL,
     organization_id TEXT NOT NULL,

@@ -3,7 +3,7 @@
 //! row locked `FOR UPDATE` (created by the first batch), the compare-and-set
 //! checked on it, then one statement that travels the records as arrays
 //! (`UNNEST`) and, set-based, classifies them against the stored hashes,
-//! numbers the changed ones, upserts them, maps the created ones, moves the
+//! numbers the changed ones, upserts them, moves the
 //! cursor and adds to the run — if the run is still running; otherwise the
 //! transaction is rolled back.
 
@@ -16,104 +16,92 @@ use crate::sql::{from_ts, ts};
 use crate::sync::*;
 use crate::{Result, StoreError};
 
-/// Locks the stream's cursor row: batches of a stream commit one at a time.
-const LOCK_CURSOR: &str = "SELECT cursor, last_seq FROM sync_cursors
+/// Locks the stream's row: batches of a stream commit one at a time.
+const LOCK_CURSOR: &str = "SELECT id, cursor, last_seq, entity_type FROM sync_cursors
     WHERE tenant_id = $1 AND organization_id = $2 AND integration_id = $3 AND stream = $4
     FOR UPDATE";
 
-/// The stream's first batch creates its cursor row. A concurrent first batch
+/// The stream's first batch creates its row. A concurrent first batch
 /// waits here for the other's commit, then finds the row and locks it.
-const CREATE_CURSOR: &str = "INSERT INTO sync_cursors (tenant_id, organization_id, integration_id, stream, cursor, last_seq, updated_at)
-    VALUES ($1, $2, $3, $4, NULL, 0, $5)
+const CREATE_CURSOR: &str = "INSERT INTO sync_cursors (tenant_id, organization_id, integration_id, stream, entity_type, cursor, last_seq, updated_at)
+    VALUES ($1, $2, $3, $4, $5, NULL, 0, $6)
     ON CONFLICT (tenant_id, organization_id, integration_id, stream) DO NOTHING
-    RETURNING cursor, last_seq";
+    RETURNING id, cursor, last_seq, entity_type";
 
 /// The batch, set-based, in one statement whose plan does not hinge on
 /// statistics (stale during a stream's first import, the common case):
-/// each record is looked up by the full primary key in a `LATERAL`
-/// subquery kept apart by `OFFSET 0` — a parameterised index probe per
-/// record; as a plain join the planner may hash-join a scan of the whole
-/// table, and keep that plan while the table grows. New records are plain
-/// inserts (the lookup found none, and the cursor lock keeps the stream's
-/// other batches out); changed stored ones are updated through
+/// each record is looked up by the full primary key (stream id, external
+/// id) in a `LATERAL` subquery kept apart by `OFFSET 0` — a parameterised
+/// index probe per record; as a plain join the planner may hash-join a scan
+/// of the whole table, and keep that plan while the table grows. New
+/// records are plain inserts (the lookup found none, and the stream's lock
+/// keeps its other batches out); changed stored ones are updated through
 /// `ON CONFLICT` on the primary key, an index probe by construction.
 ///
-/// `$9` is the stream's `last_seq` read under the lock; changed records
-/// take `$9 + 1 …` in the batch's order (`ord`). A created record's local
+/// `$6` is the stream's `last_seq` read under the lock; changed records
+/// take `$6 + 1 …` in the batch's order (`ord`). A created record's local
 /// id is `rec_` and a UUID v7 in simple form: the batch's millisecond, the
 /// version nibble, then the random bits (variant included) of
-/// `gen_random_uuid()` past its own version nibble. The run is updated only
-/// while `running`: no row (`cancel_requested` NULL) and the caller rolls
-/// the transaction back.
+/// `gen_random_uuid()` past its own version nibble. Created records are
+/// their own id mappings; only under another entity type than the
+/// stream's (`$18` not NULL) is a mapping row written. The run is updated
+/// only while `running`: no row (`cancel_requested` NULL) and the caller
+/// rolls the transaction back.
 const COMMIT_RECORDS: &str = "WITH u AS (
-    SELECT * FROM UNNEST($5::text[], $6::text[], $7::text[], $8::bool[])
+    SELECT * FROM UNNEST($2::text[], $3::text[], $4::bytea[], $5::bool[])
       WITH ORDINALITY AS u(external_id, data, hash, deleted, ord)
   ), looked AS (
     SELECT u.*, s.hash AS stored_hash, s.deleted AS stored_deleted, s.hash IS NOT NULL AS stored
     FROM u LEFT JOIN LATERAL (
       SELECT r.hash, r.deleted FROM sync_records r
-      WHERE r.external_id = u.external_id AND r.tenant_id = $1 AND r.organization_id = $2
-        AND r.integration_id = $3 AND r.stream = $4
+      WHERE r.stream_id = $1 AND r.external_id = u.external_id
       OFFSET 0
     ) s ON TRUE
   ), changed AS (
     SELECT external_id, data, hash, deleted, stored,
-      $9::bigint + row_number() OVER (ORDER BY ord) AS seq,
+      $6::bigint + row_number() OVER (ORDER BY ord) AS seq,
       CASE WHEN stored THEN '' ELSE
-        'rec_' || lpad(to_hex($11::bigint / 1000), 12, '0') || '7'
+        'rec_' || lpad(to_hex($8::bigint / 1000), 12, '0') || '7'
           || substr(replace(gen_random_uuid()::text, '-', ''), 14, 19)
       END AS local_id
     FROM looked
     WHERE CASE WHEN stored THEN stored_hash <> hash OR stored_deleted <> deleted
                ELSE NOT deleted END
   ), inserted AS (
-    INSERT INTO sync_records (tenant_id, organization_id, integration_id, stream, external_id, local_id, seq, data, hash, deleted, run_id, created_at, updated_at)
-    SELECT $1, $2, $3, $4, external_id, local_id, seq, data, hash, deleted, $10, $11, $11
+    INSERT INTO sync_records (stream_id, external_id, local_id, seq, data, hash, deleted, run_id, created_at, updated_at)
+    SELECT $1, external_id, local_id, seq, data, hash, deleted, $7, $8, $8
     FROM changed WHERE NOT stored
   ), updated AS (
-    INSERT INTO sync_records (tenant_id, organization_id, integration_id, stream, external_id, local_id, seq, data, hash, deleted, run_id, created_at, updated_at)
-    SELECT $1, $2, $3, $4, external_id, local_id, seq, data, hash, deleted, $10, $11, $11
+    INSERT INTO sync_records (stream_id, external_id, local_id, seq, data, hash, deleted, run_id, created_at, updated_at)
+    SELECT $1, external_id, local_id, seq, data, hash, deleted, $7, $8, $8
     FROM changed WHERE stored
-    ON CONFLICT (tenant_id, organization_id, integration_id, stream, external_id) DO UPDATE SET
+    ON CONFLICT (stream_id, external_id) DO UPDATE SET
       seq = excluded.seq, data = excluded.data, hash = excluded.hash, deleted = excluded.deleted,
       run_id = excluded.run_id, updated_at = excluded.updated_at
   ), mapped AS (
     INSERT INTO sync_id_mappings (tenant_id, organization_id, integration_id, entity_type, external_id, local_id, updated_at)
-    SELECT $1, $2, $3, $12, external_id, local_id, $11 FROM changed WHERE NOT stored
+    SELECT $14, $15, $16, $18::text, external_id, local_id, $8 FROM changed
+    WHERE NOT stored AND $18::text IS NOT NULL
     ON CONFLICT (tenant_id, organization_id, integration_id, entity_type, external_id) DO NOTHING
   ), n AS (
     SELECT COUNT(*) FILTER (WHERE NOT stored) AS n_created, COUNT(*) FILTER (WHERE stored) AS n_updated
     FROM changed
   ), cur AS (
-    UPDATE sync_cursors SET cursor = $13, last_seq = $9 + n.n_created + n.n_updated, updated_at = $11
+    UPDATE sync_cursors SET cursor = $9, last_seq = $6 + n.n_created + n.n_updated, updated_at = $8
     FROM n
-    WHERE tenant_id = $1 AND organization_id = $2 AND integration_id = $3 AND stream = $4
+    WHERE id = $1
   ), run AS (
-    UPDATE sync_runs SET processed = processed + $14 + $15 + $16,
+    UPDATE sync_runs SET processed = processed + $10 + $11 + $12,
       created = created + n.n_created, updated = updated + n.n_updated,
-      unchanged = unchanged + $14 - n.n_created - n.n_updated,
-      skipped = skipped + $15, failed = failed + $16,
-      total = COALESCE($17, total), cursor_end = $13, updated_at = $11
+      unchanged = unchanged + $10 - n.n_created - n.n_updated,
+      skipped = skipped + $11, failed = failed + $12,
+      total = COALESCE($13, total), cursor_end = $9, updated_at = $8
     FROM n
-    WHERE id = $18 AND tenant_id = $1 AND organization_id = $2 AND integration_id = $3
-      AND stream = $4 AND status = 'running'
+    WHERE id = $7 AND tenant_id = $14 AND organization_id = $15 AND integration_id = $16
+      AND stream = $17 AND status = 'running'
     RETURNING cancel_requested
   )
   SELECT n.n_created, n.n_updated, (SELECT cancel_requested FROM run) AS cancel_requested FROM n";
-
-/// Delta reads by the stream's array key, the one index that serves them
-/// in order (see the migration). Run with sorting disabled, so that stale
-/// statistics cannot turn a page into a sort of the whole stream's tail.
-const LIST_RECORDS: &str =
-    "SELECT external_id, local_id, seq, data, deleted, created_at, updated_at FROM sync_records
-    WHERE ARRAY[tenant_id, organization_id, integration_id, stream] = ARRAY[$1, $2, $3, $4]::text[]
-      AND seq > $5
-    ORDER BY seq LIMIT $6";
-
-/// A stream's live records, through the array-keyed index.
-const COUNT_RECORDS: &str = "SELECT COUNT(*) FROM sync_records
-    WHERE ARRAY[tenant_id, organization_id, integration_id, stream] = ARRAY[$1, $2, $3, $4]::text[]
-      AND NOT deleted";
 
 const PUT_ID_MAPPINGS: &str = "INSERT INTO sync_id_mappings
       (tenant_id, organization_id, integration_id, entity_type, external_id, local_id, updated_at)
@@ -125,8 +113,13 @@ const PUT_ID_MAPPINGS: &str = "INSERT INTO sync_id_mappings
 const ID_MAPPINGS: &str =
     "SELECT entity_type, local_id, external_id, updated_at FROM sync_id_mappings
     WHERE tenant_id = $1 AND organization_id = $2 AND integration_id = $3 AND entity_type = $4
-      AND external_id = ANY($5)
-    ORDER BY external_id";
+      AND external_id = ANY($5)";
+
+/// The records of the entity type's streams, for these external ids.
+const RECORD_MAPPINGS_OF: &str = "SELECT c.id, r.local_id, r.external_id, r.created_at
+    FROM sync_cursors c JOIN sync_records r ON r.stream_id = c.id
+    WHERE c.tenant_id = $1 AND c.organization_id = $2 AND c.integration_id = $3 AND c.entity_type = $4
+      AND r.external_id = ANY($5)";
 
 fn run(r: &PgRow) -> Result<SyncRunRecord> {
     let direction: String = r.try_get("direction")?;
@@ -189,22 +182,40 @@ fn id_mapping(r: &PgRow) -> Result<IdMapping> {
     })
 }
 
-/// The stream's cursor and last sequence number, its row locked until the
-/// transaction ends (created by the stream's first batch).
+/// A statement whose first four parameters are the scope, the integration
+/// and a stream (or an entity type).
+fn keyed<'q>(
+    stmt: &'q str,
+    scope: &'q Scope,
+    integration_id: &'q str,
+    name: &'q str,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    sqlx::query(stmt)
+        .bind(scope.tenant_id.as_str())
+        .bind(scope.organization_id.as_str())
+        .bind(integration_id)
+        .bind(name)
+}
+
+/// The stream's row as a batch finds it, locked until the transaction ends.
+struct StreamRow {
+    id: i64,
+    cursor: Option<String>,
+    last_seq: i64,
+    entity_type: String,
+}
+
+/// The stream's row, locked until the transaction ends (created by the
+/// stream's first batch).
 async fn lock_cursor(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     b: &SyncBatch,
-) -> Result<(Option<String>, i64)> {
-    let key = |stmt| {
-        sqlx::query::<sqlx::Postgres>(stmt)
-            .bind(b.scope.tenant_id.as_str())
-            .bind(b.scope.organization_id.as_str())
-            .bind(b.integration_id.as_str())
-            .bind(b.stream.as_str())
-    };
+) -> Result<StreamRow> {
+    let key = |stmt| keyed(stmt, &b.scope, &b.integration_id, &b.stream);
     let mut row = key(LOCK_CURSOR).fetch_optional(&mut **tx).await?;
     if row.is_none() {
         row = key(CREATE_CURSOR)
+            .bind(b.entity_type.as_str())
             .bind(ts(b.now))
             .fetch_optional(&mut **tx)
             .await?;
@@ -214,7 +225,12 @@ async fn lock_cursor(
         row = key(LOCK_CURSOR).fetch_optional(&mut **tx).await?;
     }
     match row {
-        Some(r) => Ok((r.try_get(0)?, r.try_get(1)?)),
+        Some(r) => Ok(StreamRow {
+            id: r.try_get(0)?,
+            cursor: r.try_get(1)?,
+            last_seq: r.try_get(2)?,
+            entity_type: r.try_get(3)?,
+        }),
         None => Err(StoreError::Database(
             "the stream's sync cursor could not be created".to_owned(),
         )),
@@ -304,11 +320,7 @@ impl SyncStore for PgStore {
         integration_id: &str,
         stream: &str,
     ) -> Result<Option<SyncCursor>> {
-        let row = sqlx::query(sql::GET_CURSOR)
-            .bind(scope.tenant_id.as_str())
-            .bind(scope.organization_id.as_str())
-            .bind(integration_id)
-            .bind(stream)
+        let row = keyed(sql::GET_CURSOR, scope, integration_id, stream)
             .fetch_optional(&self.pool)
             .await?;
         row.map(|r| {
@@ -327,13 +339,7 @@ impl SyncStore for PgStore {
         integration_id: &str,
         stream: &str,
     ) -> Result<()> {
-        let key = |stmt| {
-            sqlx::query::<sqlx::Postgres>(stmt)
-                .bind(scope.tenant_id.as_str())
-                .bind(scope.organization_id.as_str())
-                .bind(integration_id)
-                .bind(stream)
-        };
+        let key = |stmt| keyed(stmt, scope, integration_id, stream);
         let n = key(sql::RESET_CURSOR)
             .execute(&self.pool)
             .await?
@@ -352,17 +358,16 @@ impl SyncStore for PgStore {
     async fn commit_sync_batch(&self, b: SyncBatch) -> Result<BatchOutcome> {
         check_batch(&b)?;
         let mut tx = self.pool.begin().await?;
-        let (stored, last_seq) = lock_cursor(&mut tx, &b).await?;
-        if stored.as_deref() != b.from_cursor.as_deref() {
+        let stream = lock_cursor(&mut tx, &b).await?;
+        if stream.cursor.as_deref() != b.from_cursor.as_deref() {
             tx.rollback().await?;
             return Err(stale());
         }
+        let last_seq = stream.last_seq;
         let n = i64::try_from(b.records.len()).unwrap_or(i64::MAX);
+        let other_type = (stream.entity_type != b.entity_type).then_some(b.entity_type.as_str());
         let row = sqlx::query(COMMIT_RECORDS)
-            .bind(b.scope.tenant_id.as_str())
-            .bind(b.scope.organization_id.as_str())
-            .bind(b.integration_id.as_str())
-            .bind(b.stream.as_str())
+            .bind(stream.id)
             .bind(
                 b.records
                     .iter()
@@ -378,20 +383,23 @@ impl SyncStore for PgStore {
             .bind(
                 b.records
                     .iter()
-                    .map(|r| r.hash.as_str())
+                    .map(|r| hash_bytes(&r.hash))
                     .collect::<Vec<_>>(),
             )
             .bind(b.records.iter().map(|r| r.deleted).collect::<Vec<_>>())
             .bind(last_seq)
             .bind(b.run_id)
             .bind(ts(b.now))
-            .bind(b.entity_type.as_str())
             .bind(next_cursor(&b))
             .bind(n)
             .bind(b.skipped)
             .bind(b.failed)
             .bind(b.total)
-            .bind(b.run_id)
+            .bind(b.scope.tenant_id.as_str())
+            .bind(b.scope.organization_id.as_str())
+            .bind(b.integration_id.as_str())
+            .bind(b.stream.as_str())
+            .bind(other_type)
             .fetch_one(&mut *tx)
             .await?;
         let created: i64 = row.try_get(0)?;
@@ -481,15 +489,13 @@ impl SyncStore for PgStore {
         after: i64,
         limit_n: u32,
     ) -> Result<Vec<SyncRecordRow>> {
+        // Sorting disabled: stale statistics cannot turn a page into a sort
+        // of the stream's whole tail instead of a walk of its sequence index.
         let mut tx = self.pool.begin().await?;
         sqlx::query("SET LOCAL enable_sort = off")
             .execute(&mut *tx)
             .await?;
-        let rows = sqlx::query(LIST_RECORDS)
-            .bind(scope.tenant_id.as_str())
-            .bind(scope.organization_id.as_str())
-            .bind(integration_id)
-            .bind(stream)
+        let rows = keyed(sql::LIST_RECORDS, scope, integration_id, stream)
             .bind(after)
             .bind(limit(limit_n))
             .fetch_all(&mut *tx)
@@ -504,13 +510,10 @@ impl SyncStore for PgStore {
         integration_id: &str,
         stream: &str,
     ) -> Result<i64> {
-        Ok(sqlx::query_scalar(COUNT_RECORDS)
-            .bind(scope.tenant_id.as_str())
-            .bind(scope.organization_id.as_str())
-            .bind(integration_id)
-            .bind(stream)
+        Ok(keyed(sql::COUNT_RECORDS, scope, integration_id, stream)
             .fetch_one(&self.pool)
-            .await?)
+            .await?
+            .try_get(0)?)
     }
 
     async fn put_id_mappings(
@@ -557,26 +560,50 @@ impl SyncStore for PgStore {
         entity_type: &str,
         external_ids: &[String],
     ) -> Result<Vec<IdMapping>> {
-        let query = if external_ids.is_empty() {
-            sqlx::query(sql::ID_MAPPINGS_OF_TYPE)
-        } else {
-            sqlx::query(ID_MAPPINGS)
-        }
-        .bind(scope.tenant_id.as_str())
-        .bind(scope.organization_id.as_str())
-        .bind(integration_id)
-        .bind(entity_type);
-        let query = if external_ids.is_empty() {
-            query
-        } else {
-            query.bind(external_ids)
+        let key = |stmt| keyed(stmt, scope, integration_id, entity_type);
+        let record_mapping = |stream_id: i64, r: &PgRow| -> Result<RecordMapping> {
+            Ok(RecordMapping {
+                stream_id,
+                local_id: r.try_get("local_id")?,
+                external_id: r.try_get("external_id")?,
+                created_at: Timestamp::from_micros(r.try_get("created_at")?),
+            })
         };
-        query
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(id_mapping)
-            .collect()
+        let (stored, records, limit) = if external_ids.is_empty() {
+            let stored = key(sql::ID_MAPPINGS_OF_TYPE).fetch_all(&self.pool).await?;
+            let streams = key(sql::STREAMS_OF_ENTITY)
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(|r| r.try_get(0))
+                .collect::<std::result::Result<Vec<i64>, _>>()?;
+            let mut records = Vec::new();
+            for s in streams {
+                for r in sqlx::query(sql::RECORD_MAPPINGS)
+                    .bind(s)
+                    .fetch_all(&self.pool)
+                    .await?
+                {
+                    records.push(record_mapping(s, &r)?);
+                }
+            }
+            (stored, records, MAX_LIMIT as usize)
+        } else {
+            let stored = key(ID_MAPPINGS)
+                .bind(external_ids)
+                .fetch_all(&self.pool)
+                .await?;
+            let records = key(RECORD_MAPPINGS_OF)
+                .bind(external_ids)
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(|r| record_mapping(r.try_get(0)?, r))
+                .collect::<Result<Vec<_>>>()?;
+            (stored, records, usize::MAX)
+        };
+        let stored = stored.iter().map(id_mapping).collect::<Result<Vec<_>>>()?;
+        Ok(merge_mappings(entity_type, stored, records, limit))
     }
 
     async fn get_field_mapping(
@@ -585,11 +612,7 @@ impl SyncStore for PgStore {
         integration_id: &str,
         stream: &str,
     ) -> Result<Option<(String, Timestamp)>> {
-        let row = sqlx::query(sql::GET_FIELD_MAPPING)
-            .bind(scope.tenant_id.as_str())
-            .bind(scope.organization_id.as_str())
-            .bind(integration_id)
-            .bind(stream)
+        let row = keyed(sql::GET_FIELD_MAPPING, scope, integration_id, stream)
             .fetch_optional(&self.pool)
             .await?;
         row.map(|r| Ok((r.try_get(0)?, Timestamp::from_micros(r.try_get(1)?))))
@@ -604,13 +627,7 @@ impl SyncStore for PgStore {
         mapping: Option<String>,
         now: Timestamp,
     ) -> Result<()> {
-        let key = |stmt| {
-            sqlx::query::<sqlx::Postgres>(stmt)
-                .bind(scope.tenant_id.as_str())
-                .bind(scope.organization_id.as_str())
-                .bind(integration_id)
-                .bind(stream)
-        };
+        let key = |stmt| keyed(stmt, scope, integration_id, stream);
         match mapping {
             Some(m) => key(sql::PUT_FIELD_MAPPING).bind(m).bind(ts(now)),
             None => key(sql::DELETE_FIELD_MAPPING),

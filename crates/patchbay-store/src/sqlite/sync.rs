@@ -1,7 +1,8 @@
 //! Data sync on SQLite. A batch is one IMMEDIATE transaction on the single
 //! writer: the cursor compare-and-set and the run check first, then per
-//! record one primary-key lookup of the stored hash and an insert, an
-//! update or nothing, all through cached prepared statements with the
+//! record one primary-key lookup (stream id, external id) of the stored hash
+//! and an insert, an update or nothing (no id-mapping row: the record is
+//! the mapping), all through cached prepared statements with the
 //! batch's strings bound by reference (no allocation per record).
 
 use patchbay_core::{Scope, Timestamp};
@@ -13,24 +14,30 @@ use crate::statements::lite;
 use crate::sync::*;
 use crate::{Result, StoreError};
 
-const FIND_RECORD: &str = "SELECT hash, deleted FROM sync_records
-    WHERE tenant_id = ?1 AND organization_id = ?2 AND integration_id = ?3 AND stream = ?4 AND external_id = ?5";
+/// The stream's id, cursor, last sequence number and entity type.
+const GET_STREAM: &str = "SELECT id, cursor, last_seq, entity_type FROM sync_cursors
+    WHERE tenant_id = ?1 AND organization_id = ?2 AND integration_id = ?3 AND stream = ?4";
+/// The stream's first batch creates its row.
+const CREATE_STREAM: &str = "INSERT INTO sync_cursors (tenant_id, organization_id, integration_id, stream, entity_type, cursor, last_seq, updated_at)
+    VALUES (?1, ?2, ?3, ?4, ?5, NULL, 0, ?6) RETURNING id";
+const FIND_RECORD: &str =
+    "SELECT hash, deleted FROM sync_records WHERE stream_id = ?1 AND external_id = ?2";
 const INSERT_RECORD: &str = "INSERT INTO sync_records
-      (tenant_id, organization_id, integration_id, stream, external_id, local_id, seq, data, hash, deleted, run_id, created_at, updated_at)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)";
-const UPDATE_RECORD: &str = "UPDATE sync_records SET seq = ?6, data = ?7, hash = ?8, deleted = ?9, run_id = ?10, updated_at = ?11
-    WHERE tenant_id = ?1 AND organization_id = ?2 AND integration_id = ?3 AND stream = ?4 AND external_id = ?5";
-/// A created record's mapping; an existing pair for the external id is kept.
+      (stream_id, external_id, local_id, seq, data, hash, deleted, run_id, created_at, updated_at)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)";
+const UPDATE_RECORD: &str = "UPDATE sync_records SET seq = ?3, data = ?4, hash = ?5, deleted = ?6, run_id = ?7, updated_at = ?8
+    WHERE stream_id = ?1 AND external_id = ?2";
+/// A created record's mapping under another entity type than its stream's;
+/// an existing pair for the external id is kept.
 const INSERT_ID_MAPPING: &str = "INSERT INTO sync_id_mappings
       (tenant_id, organization_id, integration_id, entity_type, external_id, local_id, updated_at)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
     ON CONFLICT (tenant_id, organization_id, integration_id, entity_type, external_id) DO NOTHING";
-const PUT_CURSOR: &str = "INSERT INTO sync_cursors (tenant_id, organization_id, integration_id, stream, cursor, last_seq, updated_at)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-    ON CONFLICT (tenant_id, organization_id, integration_id, stream) DO UPDATE SET
-      cursor = excluded.cursor, last_seq = excluded.last_seq, updated_at = excluded.updated_at";
+const PUT_CURSOR: &str =
+    "UPDATE sync_cursors SET cursor = ?2, last_seq = ?3, updated_at = ?4 WHERE id = ?1";
 const ID_MAPPING: &str = "SELECT entity_type, local_id, external_id, updated_at FROM sync_id_mappings
     WHERE tenant_id = ?1 AND organization_id = ?2 AND integration_id = ?3 AND entity_type = ?4 AND external_id = ?5";
+const RECORD_MAPPING: &str = "SELECT local_id, external_id, created_at FROM sync_records WHERE stream_id = ?1 AND external_id = ?2";
 
 fn run(r: &Row<'_>) -> rusqlite::Result<SyncRunRecord> {
     let direction: String = r.get("direction")?;
@@ -96,6 +103,15 @@ fn id_mapping(r: &Row<'_>) -> rusqlite::Result<IdMapping> {
     })
 }
 
+fn record_mapping(stream_id: i64, r: &Row<'_>) -> rusqlite::Result<RecordMapping> {
+    Ok(RecordMapping {
+        stream_id,
+        local_id: r.get(0)?,
+        external_id: r.get(1)?,
+        created_at: Timestamp::from_micros(r.get(2)?),
+    })
+}
+
 /// Local ids for a batch's created records: `rec_` and a UUID v7 in simple
 /// form, of the batch's millisecond. The random bits come from `SplitMix64`
 /// seeded once per batch from the system's generator (a UUID v4): one
@@ -147,15 +163,21 @@ fn commit_batch(conn: &mut Connection, b: &SyncBatch) -> Result<BatchOutcome> {
     let (tenant, org) = (b.scope.tenant_id.as_str(), b.scope.organization_id.as_str());
     let (integration, stream) = (b.integration_id.as_str(), b.stream.as_str());
     // Compare-and-set on the cursor (no row yet: a stream never synced).
-    let stored = one(
-        &tx,
-        sql::GET_CURSOR,
-        params![tenant, org, integration, stream],
-        cursor,
-    )
-    .map_err(db)?;
-    let (stored_cursor, last_seq) = stored.map_or((None, 0), |c| (c.cursor, c.last_seq));
-    if stored_cursor.as_deref() != b.from_cursor.as_deref() {
+    let stored = tx
+        .prepare_cached(GET_STREAM)
+        .map_err(db)?
+        .query_row(params![tenant, org, integration, stream], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, Option<String>>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, String>(3)?,
+            ))
+        })
+        .optional()
+        .map_err(db)?;
+    let stored_cursor = stored.as_ref().and_then(|s| s.1.as_deref());
+    if stored_cursor != b.from_cursor.as_deref() {
         return Err(stale());
     }
     let status: Option<String> = tx
@@ -170,24 +192,36 @@ fn commit_batch(conn: &mut Connection, b: &SyncBatch) -> Result<BatchOutcome> {
         return Err(run_not_running(b.run_id));
     }
     let now = ts(b.now);
+    let (stream_id, last_seq, own_type) = if let Some((id, _, last_seq, entity_type)) = stored {
+        (id, last_seq, entity_type == b.entity_type)
+    } else {
+        // The stream's first batch: its row, under the batch's entity type.
+        let id: i64 = tx
+            .prepare_cached(CREATE_STREAM)
+            .map_err(db)?
+            .query_row(
+                params![tenant, org, integration, stream, b.entity_type, now],
+                |r| r.get(0),
+            )
+            .map_err(db)?;
+        (id, 0, true)
+    };
     let mut seq = last_seq;
     let (mut created, mut updated) = (0_i64, 0_i64);
     {
         let mut find = tx.prepare_cached(FIND_RECORD).map_err(db)?;
         let mut insert = tx.prepare_cached(INSERT_RECORD).map_err(db)?;
         let mut update = tx.prepare_cached(UPDATE_RECORD).map_err(db)?;
-        let mut map = tx.prepare_cached(INSERT_ID_MAPPING).map_err(db)?;
         let mut ids = LocalIds::new(b.now);
+        let mut hash = Vec::with_capacity(24);
         for r in &b.records {
+            hash_key(&r.hash, &mut hash);
             // Whether the stored version is this one (compared in place).
             let same = find
-                .query_row(
-                    params![tenant, org, integration, stream, r.external_id],
-                    |row| {
-                        Ok(row.get_ref(0)?.as_str()? == r.hash
-                            && row.get::<_, bool>(1)? == r.deleted)
-                    },
-                )
+                .query_row(params![stream_id, r.external_id], |row| {
+                    Ok(row.get_ref(0)?.as_blob()? == hash.as_slice()
+                        && row.get::<_, bool>(1)? == r.deleted)
+                })
                 .optional()
                 .map_err(db)?;
             match same {
@@ -196,44 +230,42 @@ fn commit_batch(conn: &mut Connection, b: &SyncBatch) -> Result<BatchOutcome> {
                     let local = ids.next();
                     insert
                         .execute(params![
-                            tenant,
-                            org,
-                            integration,
-                            stream,
+                            stream_id,
                             r.external_id,
                             local,
                             seq,
                             r.data,
-                            r.hash,
+                            hash,
                             r.deleted,
                             b.run_id,
                             now
                         ])
                         .map_err(db)?;
-                    map.execute(params![
-                        tenant,
-                        org,
-                        integration,
-                        b.entity_type,
-                        r.external_id,
-                        local,
-                        now
-                    ])
-                    .map_err(db)?;
+                    if !own_type {
+                        tx.prepare_cached(INSERT_ID_MAPPING)
+                            .map_err(db)?
+                            .execute(params![
+                                tenant,
+                                org,
+                                integration,
+                                b.entity_type,
+                                r.external_id,
+                                local,
+                                now
+                            ])
+                            .map_err(db)?;
+                    }
                     created += 1;
                 }
                 Some(false) => {
                     seq += 1;
                     update
                         .execute(params![
-                            tenant,
-                            org,
-                            integration,
-                            stream,
+                            stream_id,
                             r.external_id,
                             seq,
                             r.data,
-                            r.hash,
+                            hash,
                             r.deleted,
                             b.run_id,
                             now
@@ -249,7 +281,7 @@ fn commit_batch(conn: &mut Connection, b: &SyncBatch) -> Result<BatchOutcome> {
     let next = next_cursor(b);
     tx.prepare_cached(PUT_CURSOR)
         .map_err(db)?
-        .execute(params![tenant, org, integration, stream, next, seq, now])
+        .execute(params![stream_id, next, seq, now])
         .map_err(db)?;
     let counters = batch_counters(b, created, updated);
     let cancel_requested: Option<bool> = tx
@@ -604,33 +636,47 @@ impl SyncStore for SqliteStore {
         external_ids: &[String],
     ) -> Result<Vec<IdMapping>> {
         let (t, o) = (scope.tenant_id.as_str(), scope.organization_id.as_str());
-        if external_ids.is_empty() {
-            return self.read(|c| {
-                all(
-                    c,
-                    sql::ID_MAPPINGS_OF_TYPE,
-                    params![t, o, integration_id, entity_type],
-                    id_mapping,
-                )
-            });
-        }
-        // Point lookups in external-id order (as PostgreSQL answers).
-        let mut ids: Vec<&str> = external_ids.iter().map(String::as_str).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        self.read(|c| {
+        let key = params![t, o, integration_id, entity_type];
+        let (stored, records) = self.read(|c| {
+            let streams: Vec<i64> = all(c, sql::STREAMS_OF_ENTITY, key, |r| r.get(0))?;
+            let mut records = Vec::new();
+            if external_ids.is_empty() {
+                let stored = all(c, sql::ID_MAPPINGS_OF_TYPE, key, id_mapping)?;
+                for &s in &streams {
+                    let mut found = c.prepare_cached(&lite(sql::RECORD_MAPPINGS))?;
+                    for m in found.query_map(params![s], |r| record_mapping(s, r))? {
+                        records.push(m?);
+                    }
+                }
+                return Ok((stored, records));
+            }
             let mut find = c.prepare_cached(ID_MAPPING)?;
-            let mut out = Vec::new();
-            for id in ids {
+            let mut find_record = c.prepare_cached(RECORD_MAPPING)?;
+            let mut stored = Vec::new();
+            for id in external_ids {
                 if let Some(m) = find
                     .query_row(params![t, o, integration_id, entity_type, id], id_mapping)
                     .optional()?
                 {
-                    out.push(m);
+                    stored.push(m);
+                }
+                for &s in &streams {
+                    if let Some(m) = find_record
+                        .query_row(params![s, id], |r| record_mapping(s, r))
+                        .optional()?
+                    {
+                        records.push(m);
+                    }
                 }
             }
-            Ok(out)
-        })
+            Ok((stored, records))
+        })?;
+        let limit = if external_ids.is_empty() {
+            MAX_LIMIT as usize
+        } else {
+            usize::MAX
+        };
+        Ok(merge_mappings(entity_type, stored, records, limit))
     }
 
     async fn get_field_mapping(
