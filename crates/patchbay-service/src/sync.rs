@@ -302,6 +302,29 @@ impl Buckets {
     }
 }
 
+/// The read of the next batch, running while the current one commits;
+/// stopped when dropped unused.
+struct Prefetch {
+    /// The cursor it reads from.
+    cursor: Option<String>,
+    handle: Option<
+        tokio::task::JoinHandle<
+            std::result::Result<
+                std::result::Result<patchbay_runtime::Batch, ConnectorError>,
+                tokio::time::error::Elapsed,
+            >,
+        >,
+    >,
+}
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        if let Some(h) = &self.handle {
+            h.abort();
+        }
+    }
+}
+
 /// Why the current attempt stops.
 enum Stop {
     /// Finished, one way or another (recorded).
@@ -820,6 +843,11 @@ impl Services {
             .await?;
         let mut logged_failures = run.counters.failed;
         let rate_limit = reg.integration(id).and_then(|i| i.rate_limit);
+        // The stream's cursor as this run last committed it (read from the
+        // store before the first batch), and the next batch, read while the
+        // current one commits: the connector and the database work at once.
+        let mut known_cursor: Option<Option<String>> = None;
+        let mut prefetch: Option<Prefetch> = None;
         loop {
             // The mapping is read for each batch: a change applies to the next one.
             let mapping = match self.store().get_field_mapping(scope, id, stream).await? {
@@ -833,19 +861,30 @@ impl Services {
                 },
                 None => FieldMapping::default(),
             };
-            let cursor = self
-                .store()
-                .get_sync_cursor(scope, id, stream)
-                .await?
-                .and_then(|c| c.cursor);
-            if let Some(limit) = rate_limit {
-                self.sync_buckets().acquire(scope, id, limit).await;
-            }
-            let read = tokio::time::timeout(
-                READ_DEADLINE,
-                connector.read(&ctx, stream, cursor.as_deref()),
-            )
-            .await;
+            let cursor = match &known_cursor {
+                Some(c) => c.clone(),
+                None => self
+                    .store()
+                    .get_sync_cursor(scope, id, stream)
+                    .await?
+                    .and_then(|c| c.cursor),
+            };
+            let read = match prefetch.take() {
+                Some(mut p) if p.cursor == cursor => match p.handle.take() {
+                    Some(h) => match h.await {
+                        Ok(r) => r,
+                        Err(e) => return Ok(Stop::Retry(format!("the read task failed: {e}"))),
+                    },
+                    None => return Ok(Stop::Retry("the read task was lost".to_owned())),
+                },
+                _ => {
+                    if let Some(limit) = rate_limit {
+                        self.sync_buckets().acquire(scope, id, limit).await;
+                    }
+                    tokio::time::timeout(READ_DEADLINE, connector.read(&ctx, stream, cursor.as_deref()))
+                        .await
+                }
+            };
             actions::write_connector_log(logger, &ctx.log, &format!("sync.{stream}")).await?;
             let batch = match read {
                 Err(_) => {
@@ -889,8 +928,32 @@ impl Services {
                 .collect();
             let exhausted = batch.next_cursor.is_none()
                 || (batch.records.is_empty() && batch.failures.is_empty());
-            for (n, record) in batch.records.iter().enumerate() {
-                match mapping.apply(record) {
+            let read_failures = batch.failures.len();
+            let read_records = batch.records.len();
+            let next_cursor = batch.next_cursor.clone();
+            if !exhausted {
+                if let Some(limit) = rate_limit {
+                    self.sync_buckets().acquire(scope, id, limit).await;
+                }
+                let (connector, ctx, stream, next) = (
+                    connector.clone(),
+                    ctx.clone(),
+                    stream.to_owned(),
+                    next_cursor.clone(),
+                );
+                prefetch = Some(Prefetch {
+                    cursor: next_cursor.clone(),
+                    handle: Some(tokio::spawn(async move {
+                        tokio::time::timeout(
+                            READ_DEADLINE,
+                            connector.read(&ctx, &stream, next.as_deref()),
+                        )
+                        .await
+                    })),
+                });
+            }
+            for (n, record) in batch.records.into_iter().enumerate() {
+                match mapping.apply_owned(record) {
                     Ok(m) => {
                         let data = m.data.to_string();
                         let incoming = IncomingRecord {
@@ -913,8 +976,7 @@ impl Services {
                     )),
                 }
             }
-            let duplicates =
-                batch.records.len() - records.len() - (failures.len() - batch.failures.len());
+            let duplicates = read_records - records.len() - (failures.len() - read_failures);
             let failed = i64::try_from(failures.len()).unwrap_or(i64::MAX);
             for (external_id, position, message) in &failures {
                 if logged_failures < LOGGED_FAILURES_PER_RUN {
@@ -951,7 +1013,7 @@ impl Services {
                     stream: stream.to_owned(),
                     entity_type: stream.to_owned(),
                     from_cursor: cursor.clone(),
-                    next_cursor: batch.next_cursor.clone(),
+                    next_cursor: next_cursor.clone(),
                     records,
                     failed,
                     skipped: i64::try_from(duplicates).unwrap_or(0),
@@ -971,6 +1033,7 @@ impl Services {
                 Err(e) => return Err(e.into()),
             };
             self.notify_sync_progress();
+            known_cursor = Some(next_cursor.or(cursor));
             if outcome.cancel_requested {
                 self.end_run(scope, run, logger, SyncStatus::Cancelled, None)
                     .await?;

@@ -169,8 +169,19 @@ async fn an_import_lands_in_the_records_store_and_the_next_run_is_incremental(h:
         (2500..2510).map(|n| format!("p{n}")).collect::<Vec<_>>()
     );
 
-    // The completion events.
-    let events = h.services.list_events(&h.a, 0, 100).await.unwrap();
+    // The completion events (written just after the run's status).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let events = loop {
+        let events = h.services.list_events(&h.a, 0, 100).await.unwrap();
+        let n = events
+            .iter()
+            .filter(|e| e.event_type == "data_sync.run.completed")
+            .count();
+        if n >= 2 || tokio::time::Instant::now() > deadline {
+            break events;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     let done: Vec<&Value> = events
         .iter()
         .filter(|e| e.event_type == "data_sync.run.completed")
