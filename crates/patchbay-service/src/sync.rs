@@ -881,8 +881,11 @@ impl Services {
                     if let Some(limit) = rate_limit {
                         self.sync_buckets().acquire(scope, id, limit).await;
                     }
-                    tokio::time::timeout(READ_DEADLINE, connector.read(&ctx, stream, cursor.as_deref()))
-                        .await
+                    tokio::time::timeout(
+                        READ_DEADLINE,
+                        connector.read(&ctx, stream, cursor.as_deref()),
+                    )
+                    .await
                 }
             };
             actions::write_connector_log(logger, &ctx.log, &format!("sync.{stream}")).await?;
