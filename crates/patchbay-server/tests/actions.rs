@@ -256,17 +256,6 @@ fn hub_contracts_are_enforced_on_the_action_path(db: Db) {
     );
 }
 
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $( #[test] fn $name() { super::$name(super::Db::Sqlite) } )*
-        }
-        mod postgresql {
-            $( #[test] fn $name() { super::$name(super::Db::Postgres) } )*
-        }
-    };
-}
-
 on_both_backends!(
     actions_run_through_the_connector_within_the_callers_scope,
     hub_contracts_are_enforced_on_the_action_path,

@@ -21,19 +21,6 @@ const LONG_WAIT: Duration = Duration::from_secs(20);
 /// How long a test waits for a condition (a job to die, a log to be written).
 const PATIENCE: Duration = Duration::from_secs(20);
 
-/// Runs each behaviour once per backend; the PostgreSQL run is skipped (by
-/// `TestServer::start`) when PostgreSQL is not installed.
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $( #[test] fn $name() { super::$name(super::Db::Sqlite) } )*
-        }
-        mod postgresql {
-            $( #[test] fn $name() { super::$name(super::Db::Postgres) } )*
-        }
-    };
-}
-
 on_both_backends!(
     a_writable_root_is_healthy_and_the_check_is_recorded,
     a_check_without_a_native_health_operation_is_unknown_never_healthy,

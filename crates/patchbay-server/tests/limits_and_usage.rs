@@ -181,15 +181,4 @@ fn a_tenant_past_its_limit_gets_429_with_retry_after_while_another_tenant_runs(d
     );
 }
 
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $( #[test] fn $name() { super::$name(super::Db::Sqlite) } )*
-        }
-        mod postgresql {
-            $( #[test] fn $name() { super::$name(super::Db::Postgres) } )*
-        }
-    };
-}
-
 on_both_backends!(a_tenant_past_its_limit_gets_429_with_retry_after_while_another_tenant_runs);

@@ -13,17 +13,6 @@ use patchbay_service::worker::{WorkerConfig, Workers};
 use patchbay_testkit::wait_for;
 use serde_json::{Value, json};
 
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $( #[test] fn $name() { super::$name(super::Db::Sqlite) } )*
-        }
-        mod postgresql {
-            $( #[test] fn $name() { super::$name(super::Db::Postgres) } )*
-        }
-    };
-}
-
 on_both_backends!(
     an_import_is_started_followed_and_pulled_by_delta,
     field_mappings_are_checked_previewed_and_applied,

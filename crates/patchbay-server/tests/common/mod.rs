@@ -208,3 +208,17 @@ pub fn stripe(secret: &str) -> Value {
         "captureMethod": "automatic",
     } })
 }
+
+/// Runs each behaviour once per backend (`fn name(db: Db)`); the PostgreSQL
+/// run is skipped (by `TestServer::start`) when PostgreSQL is not installed.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[test] fn $name() { super::$name(super::Db::Sqlite) } )*
+        }
+        mod postgresql {
+            $( #[test] fn $name() { super::$name(super::Db::Postgres) } )*
+        }
+    };
+}
