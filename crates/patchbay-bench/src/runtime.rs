@@ -64,6 +64,7 @@ impl Connector for NativeEcho {
             records,
             next_cursor: Some(end.to_string()),
             failures: Vec::new(),
+            total: None,
         })
     }
 }

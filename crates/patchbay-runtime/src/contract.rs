@@ -212,6 +212,10 @@ pub struct Batch {
     /// logged by the host, while the batch goes on.
     #[serde(default)]
     pub failures: Vec<RecordFailure>,
+    /// How many records the stream holds in all, when the source knows
+    /// (a row count, a file's size in records): shown as progress and ETA.
+    #[serde(default)]
+    pub total: Option<u64>,
 }
 
 /// A record of the source that could not be read.
@@ -230,8 +234,29 @@ pub struct RecordFailure {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct WriteOutcome {
     pub written: u64,
-    /// Records refused one by one (the others were written), with why.
+    /// Records refused one by one (the others were written), with why:
+    /// (index in the batch, message — never the record's content).
     pub failed: Vec<(usize, String)>,
+    /// What the connector knows of the records it wrote (any, all or none
+    /// of them): the provider's id and whether the record was created or
+    /// updated there. The host keeps the ids as id mappings and counts
+    /// created/updated from it (records without an entry count as updated).
+    #[serde(default)]
+    pub results: Vec<WrittenRecord>,
+}
+
+/// One record `write` wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WrittenRecord {
+    /// Its index in the batch.
+    pub index: usize,
+    /// Its id at the provider, when the provider assigns or reports one.
+    #[serde(default)]
+    pub external_id: Option<String>,
+    /// `true`: created; `false`: updated (an existing record changed);
+    /// `None`: not known.
+    #[serde(default)]
+    pub created: Option<bool>,
 }
 
 /// An inbound webhook request, as the connector sees it.

@@ -204,7 +204,7 @@ fn non_public_v4(ip: Ipv4Addr) -> Option<&'static str> {
 }
 
 /// Where a request goes, parsed from its URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Target {
     https: bool,
     /// Lower case; an IPv6 literal without brackets.
@@ -364,6 +364,25 @@ impl HttpClient {
                 "no complete answer from `{host}` in time"
             ))),
         }
+    }
+
+    /// The addresses `host:port` may be reached at under the policy, for a
+    /// connector that opens its own connection (a database driver): it must
+    /// connect to one of these addresses, not re-resolve the name.
+    ///
+    /// # Errors
+    /// [`HttpError::Denied`] for a non-public address the operator has not
+    /// allowed; [`HttpError::Failed`] when the name does not resolve.
+    pub async fn vet(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, HttpError> {
+        let target = Target {
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_ascii_lowercase(),
+            port,
+            ..Target::default()
+        };
+        self.vetted_addresses(&target).await
     }
 
     /// The addresses `target` may be reached at, all of them public unless

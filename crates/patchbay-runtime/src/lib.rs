@@ -20,7 +20,7 @@ pub mod native;
 
 pub use contract::{
     Batch, CallContext, CallLog, Connector, ConnectorError, Credentials, Health, LogLine,
-    RecordFailure, WebhookOutcome, WebhookRequest, WriteOutcome,
+    RecordFailure, WebhookOutcome, WebhookRequest, WriteOutcome, WrittenRecord,
 };
 pub use http::{HttpClient, HttpError, HttpPolicy, HttpRequest, HttpResponse};
 pub use loader::{ComponentLoader, ComponentSpec};

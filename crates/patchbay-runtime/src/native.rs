@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::contract::Connector;
+use crate::http::{HttpClient, HttpPolicy};
 
 mod files;
 mod local_storage;
@@ -44,8 +45,19 @@ impl std::fmt::Debug for NativeConnectors {
 }
 
 impl NativeConnectors {
-    /// The connectors this build carries.
+    /// The connectors this build carries, reaching the network (if they
+    /// do) under the default policy: public addresses only.
     pub fn builtin() -> NativeConnectors {
+        NativeConnectors::builtin_with(&HttpClient::new(HttpPolicy::default()))
+    }
+
+    /// The connectors this build carries; those that talk to a provider
+    /// do it through `http` (the operator's policy: declared hosts only,
+    /// private addresses only when allowed). A connector that opens its
+    /// own sockets (a database driver) vets the address with
+    /// [`HttpClient::vet`] first, under the same policy.
+    pub fn builtin_with(http: &HttpClient) -> NativeConnectors {
+        let _ = http;
         let mut n = NativeConnectors::default();
         n.register("storage_local", None, Arc::new(LocalStorage));
         n.register("sync_files", None, Arc::new(FileSync));

@@ -157,6 +157,19 @@ impl Services {
             .clone()
     }
 
+    /// Rebuilds the built-in native connectors so that those reaching the
+    /// network do it through `http` (the operator's policy). `patchbay
+    /// serve` calls it once at start-up, before anything is registered with
+    /// [`Services::register_native`] (which it would undo).
+    pub fn set_native_network(&self, http: &patchbay_runtime::HttpClient) {
+        *self
+            .inner
+            .natives
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Arc::new(patchbay_runtime::NativeConnectors::builtin_with(http));
+    }
+
     /// Registers (or replaces) a native connector for `integration_id`, for
     /// one API version or, with `None`, for every version without its own.
     /// Calls already running keep the connector they took. Embedders and

@@ -934,6 +934,7 @@ impl Services {
             let read_failures = batch.failures.len();
             let read_records = batch.records.len();
             let next_cursor = batch.next_cursor.clone();
+            let total = batch.total.and_then(|t| i64::try_from(t).ok());
             if !exhausted {
                 if let Some(limit) = rate_limit {
                     self.sync_buckets().acquire(scope, id, limit).await;
@@ -1020,7 +1021,7 @@ impl Services {
                     records,
                     failed,
                     skipped: i64::try_from(duplicates).unwrap_or(0),
-                    total: None,
+                    total,
                     now: self.now(),
                 })
                 .await;

@@ -501,6 +501,7 @@ impl Connector for WasmConnector {
             records,
             next_cursor: batch.next_cursor,
             failures: Vec::new(),
+            total: None,
         })
     }
 
@@ -544,6 +545,7 @@ impl Connector for WasmConnector {
                 .into_iter()
                 .map(|f| (f.index as usize, f.message))
                 .collect(),
+            results: Vec::new(),
         })
     }
 

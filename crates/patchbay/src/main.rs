@@ -279,6 +279,15 @@ async fn open_for_admin(data: &config::DataArgs) -> anyhow::Result<Services> {
     ))
 }
 
+/// The client every connector reaches the network with, under the
+/// operator's policy.
+fn connector_http(connectors: &config::ConnectorsConfig) -> patchbay_runtime::HttpClient {
+    patchbay_runtime::HttpClient::new(patchbay_runtime::HttpPolicy {
+        allow_private: connectors.allow_private_network,
+        ..patchbay_runtime::HttpPolicy::default()
+    })
+}
+
 /// The catalog: the built-in connectors and those of `--connectors-dir`,
 /// whose WebAssembly components are loaded, ready to register.
 fn catalog(
@@ -319,10 +328,7 @@ fn catalog(
     .map_err(|e| anyhow::anyhow!("cannot start the WebAssembly host: {e:#}"))?;
     let loader = patchbay_wasm::WasmLoader {
         host,
-        http: patchbay_runtime::HttpClient::new(patchbay_runtime::HttpPolicy {
-            allow_private: connectors.allow_private_network,
-            ..patchbay_runtime::HttpPolicy::default()
-        }),
+        http: connector_http(connectors),
     };
     let components = components::load_components(&registry, &local, &loader, connectors.limits)
         .map_err(anyhow::Error::msg)?;
@@ -341,6 +347,7 @@ async fn serve(config: config::ServeConfig) -> anyhow::Result<()> {
     tracing::info!(database = %config.database.describe(), integrations = registry.integrations().len(), bundles = registry.bundles().len(), "database and vault ready");
     let services = Services::new(store.clone(), registry, keys, Arc::new(SystemClock));
     services.set_action_limits(config.action_limits);
+    services.set_native_network(&connector_http(&config.connectors));
     services.register_components(components);
     if config.bootstrap_token
         && let Some(token) = services.bootstrap_admin_token().await?
@@ -527,6 +534,12 @@ async fn rotate_keys(
 
 async fn sync_run(args: sync_cli::RunArgs) -> anyhow::Result<()> {
     let services = open_for_admin(&args.data).await?;
+    services.set_native_network(&patchbay_runtime::HttpClient::new(
+        patchbay_runtime::HttpPolicy {
+            allow_private: args.allow_private_network,
+            ..patchbay_runtime::HttpPolicy::default()
+        },
+    ));
     if sync_cli::run(services, args).await? {
         Ok(())
     } else {

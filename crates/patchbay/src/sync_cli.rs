@@ -35,6 +35,10 @@ pub(crate) struct RunArgs {
     /// The stream to import.
     #[arg(long)]
     pub(crate) stream: String,
+    /// Let the connector reach loopback, private and link-local addresses
+    /// (as `patchbay serve --connector-allow-private-network`).
+    #[arg(long = "connector-allow-private-network")]
+    pub(crate) allow_private_network: bool,
 }
 
 /// The caller the command acts as: the operator at the command line, in one
