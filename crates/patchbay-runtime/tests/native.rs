@@ -483,6 +483,102 @@ impl Connector for Named {
 }
 
 #[tokio::test]
+async fn file_sync_writes_json_lines_that_read_back_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("out.jsonl");
+    let c = files_ctx(&path, "jsonl");
+    let f = natives("sync_files");
+    let first = vec![
+        json!({ "id": "a1", "title": "Desk", "tags": ["wood"] }),
+        json!("not an object"),
+        json!({ "id": 7, "title": "Lamp" }),
+    ];
+    let out = f.write(&c, "records", first.clone()).await.unwrap();
+    assert_eq!(out.written, 2);
+    assert_eq!(
+        out.failed,
+        vec![(1, "the record is not a JSON object".to_owned())]
+    );
+    let ids: Vec<_> = out
+        .results
+        .iter()
+        .map(|r| (r.index, r.external_id.clone()))
+        .collect();
+    assert_eq!(
+        ids,
+        vec![(0, Some("a1".to_owned())), (2, Some("7".to_owned()))]
+    );
+    // A second write appends.
+    f.write(&c, "records", vec![json!({ "id": "a3" })])
+        .await
+        .unwrap();
+    let (records, failures, _) = read_all(&c, None).await;
+    assert!(failures.is_empty());
+    assert_eq!(
+        records,
+        vec![first[0].clone(), first[2].clone(), json!({ "id": "a3" })]
+    );
+    assert!(matches!(
+        f.write(&c, "other", vec![]).await,
+        Err(ConnectorError::Unsupported { .. })
+    ));
+}
+
+#[tokio::test]
+async fn file_sync_writes_csv_under_the_files_header_with_quoting() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("out.csv");
+    let c = files_ctx(&path, "csv");
+    let f = natives("sync_files");
+    // A new file: the header comes from the first record.
+    let out = f
+        .write(
+            &c,
+            "records",
+            vec![
+                json!({ "id": "1", "note": "comma, and \"quotes\"", "qty": 3 }),
+                json!({ "id": "2", "note": "two\nlines", "qty": null }),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!((out.written, out.failed.len()), (2, 0));
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(
+        text,
+        "id,note,qty\n1,\"comma, and \"\"quotes\"\"\",3\n2,\"two\nlines\",\n"
+    );
+    // An existing file: its header decides; an unknown field is refused.
+    let out = f
+        .write(
+            &c,
+            "records",
+            vec![
+                json!({ "id": "3", "colour": "red" }),
+                json!({ "qty": 5, "id": "4" }),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.written, 1);
+    assert_eq!(
+        out.failed,
+        vec![(0, "field `colour` is not a column of the file".to_owned())]
+    );
+    settle(&path);
+    let (records, failures, _) = read_all(&c, None).await;
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(
+        records,
+        vec![
+            json!({ "id": "1", "note": "comma, and \"quotes\"", "qty": "3" }),
+            json!({ "id": "2", "note": "two\nlines", "qty": "" }),
+            json!({ "id": "4", "note": "", "qty": "5" }),
+        ]
+    );
+}
+
+#[tokio::test]
 async fn the_api_version_in_effect_picks_the_implementation() {
     let mut n = NativeConnectors::default();
     n.register("gateway_x", None, Arc::new(Named("any")));

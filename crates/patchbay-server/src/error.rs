@@ -20,6 +20,12 @@ pub const CODES: &[(&str, u16, &str, &str)] = &[
         "Only one run per integration, tenant and stream is queued or running at a time; follow the active one.",
     ),
     (
+        "sync_export_unsupported",
+        409,
+        "The integration cannot export",
+        "Its direction is inbound: it reads from the provider and has no `write`.",
+    ),
+    (
         "sync_run_finished",
         409,
         "The run has finished",

@@ -62,6 +62,8 @@ pub struct Route {
     pub status: u16,
     /// Another success response, such as 202 Accepted for work still running.
     pub alternative: Option<Alternative>,
+    /// The largest request body it accepts, when not [`crate::BODY_LIMIT`].
+    pub body_limit: Option<usize>,
     handler: fn() -> MethodRouter<AppState>,
 }
 
@@ -85,6 +87,9 @@ macro_rules! route {
         route!($method $path, $id, $summary, $tag, $auth, query: $q, body: $b, response: $r, status: $st, alternative: None, $handler)
     };
     ($method:ident $path:literal, $id:literal, $summary:literal, $tag:literal, $auth:expr, query: $q:expr, body: $b:expr, response: $r:expr, status: $st:literal, alternative: $alt:expr, $handler:path) => {
+        route!($method $path, $id, $summary, $tag, $auth, query: $q, body: $b, response: $r, status: $st, alternative: $alt, body_limit: None, $handler)
+    };
+    ($method:ident $path:literal, $id:literal, $summary:literal, $tag:literal, $auth:expr, query: $q:expr, body: $b:expr, response: $r:expr, status: $st:literal, alternative: $alt:expr, body_limit: $lim:expr, $handler:path) => {
         Route {
             method: stringify!($method),
             path: $path,
@@ -97,6 +102,7 @@ macro_rules! route {
             response: $r,
             status: $st,
             alternative: $alt,
+            body_limit: $lim,
             handler: || $method($handler),
         }
     };
@@ -118,6 +124,7 @@ pub fn table() -> Vec<Route> {
         route!(post "/api/integrations/{id}/actions/{action}", "invokeAction", "Run one of the integration's actions through its connector, as its principal", "integrations", MANAGE, query: None, body: Some(s::<serde_json::Map<String, serde_json::Value>>), response: Some(s::<patchbay_service::actions::ActionOut>), status: 200, h::invoke_action),
         route!(post "/api/integrations/{id}/streams/{stream}/read", "readStream", "Read one batch of a stream through the connector (a preview: nothing is stored); pass `nextCursor` back for the next", "integrations", MANAGE, query: None, body: Some(s::<patchbay_service::streams::ReadIn>), response: Some(s::<patchbay_service::streams::BatchOut>), status: 200, h::read_stream),
         route!(post "/api/sync/{id}/runs", "startSync", "Queue an import of one of the integration's streams; poll the run at `Location` or follow `/api/sync/runs/{id}/events`", "sync", MANAGE, query: None, body: Some(s::<patchbay_service::sync::StartSyncIn>), response: Some(s::<patchbay_service::sync::SyncRunOut>), status: 202, sync::start_sync),
+        route!(post "/api/sync/{id}/export", "startExport", "Queue an export: the records (up to 10,000, a body of at most 16 MiB) are stored, then written through the connector's `write` in batches; poll the run at `Location`", "sync", MANAGE, query: None, body: Some(s::<patchbay_service::sync::ExportIn>), response: Some(s::<patchbay_service::sync::SyncRunOut>), status: 202, alternative: None, body_limit: Some(sync::EXPORT_BODY_LIMIT), sync::start_export),
         route!(get "/api/sync/runs", "listSyncRuns", "Sync runs of the caller's tenant, newest first", "sync", VIEW, query: Some(inline::<patchbay_service::sync::SyncRunsIn>), body: None, response: Some(s::<patchbay_service::sync::SyncRunPage>), status: 200, sync::list_runs),
         route!(get "/api/sync/runs/{id}", "getSyncRun", "One sync run with its counters and cursors", "sync", VIEW, query: None, body: None, response: Some(s::<patchbay_service::sync::SyncRunOut>), status: 200, sync::run),
         route!(get "/api/sync/runs/{id}/events", "followSyncRun", "Server-sent events (`text/event-stream`): `progress` with the run each time it changes, then `done`", "sync", VIEW, query: None, body: None, response: None, status: 200, sync::run_events),
@@ -163,7 +170,14 @@ pub fn table() -> Vec<Route> {
 /// The router of every route in the table.
 pub fn router() -> axum::Router<AppState> {
     table().into_iter().fold(axum::Router::new(), |r, route| {
-        r.route(route.path, (route.handler)())
+        let handler = (route.handler)();
+        r.route(
+            route.path,
+            match route.body_limit {
+                Some(limit) => handler.layer(axum::extract::DefaultBodyLimit::max(limit)),
+                None => handler,
+            },
+        )
     })
 }
 

@@ -10,7 +10,7 @@ use axum::response::Response;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::stream::{self, Stream};
 use patchbay_service::Caller;
-use patchbay_service::sync::{PreviewIn, RecordsIn, StartSyncIn, SyncRunOut, SyncRunsIn};
+use patchbay_service::sync::{ExportIn, PreviewIn, RecordsIn, StartSyncIn, SyncRunOut, SyncRunsIn};
 use serde_json::Value;
 
 use crate::AppState;
@@ -30,6 +30,23 @@ pub async fn start_sync(
     Json(input): Json<StartSyncIn>,
 ) -> ApiResult<Response> {
     let run = state.services().start_sync(&caller, &id, input).await?;
+    let mut response = json(StatusCode::ACCEPTED, &run)?;
+    if let Ok(v) = HeaderValue::from_str(&format!("/api/sync/runs/{}", run.id)) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(response)
+}
+
+/// The largest export request body.
+pub const EXPORT_BODY_LIMIT: usize = 16 << 20;
+
+pub async fn start_export(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path(id): Path<String>,
+    Json(input): Json<ExportIn>,
+) -> ApiResult<Response> {
+    let run = state.services().start_export(&caller, &id, input).await?;
     let mut response = json(StatusCode::ACCEPTED, &run)?;
     if let Ok(v) = HeaderValue::from_str(&format!("/api/sync/runs/{}", run.id)) {
         response.headers_mut().insert(header::LOCATION, v);

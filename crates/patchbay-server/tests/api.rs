@@ -50,6 +50,9 @@ fn body(operation: &str, n: usize, tenant: &str) -> Option<Value> {
         "updateSchedule" => json!({ "enabled": true }),
         "invokeAction" | "readStream" | "putFieldMapping" | "previewFieldMapping" => json!({}),
         "startSync" => json!({ "stream": "records" }),
+        "startExport" => {
+            json!({ "stream": "records", "records": [{ "id": "h1", "data": { "id": "1" } }] })
+        }
         "createTenant" => json!({ "slug": format!("t-{n}"), "name": "T" }),
         "createOrganization" => json!({ "slug": format!("o-{n}"), "name": "O" }),
         "createToken" => {

@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 on_both_backends!(
     an_import_is_started_followed_and_pulled_by_delta,
     field_mappings_are_checked_previewed_and_applied,
+    an_export_is_accepted_past_the_usual_body_limit_and_written,
 );
 
 const FEATURES: &[&str] = &[
@@ -283,4 +284,89 @@ fn field_mappings_are_checked_previewed_and_applied(db: Db) {
     let removed = s.put(path, &token, &Value::Null);
     assert_eq!(removed.json["mapping"], Value::Null);
     s.runtime.block_on(w.shutdown(Duration::from_secs(5)));
+}
+
+fn an_export_is_accepted_past_the_usual_body_limit_and_written(db: Db) {
+    let Some(s) = TestServer::start(db) else {
+        return;
+    };
+    let (_, token) = s.tenant("acme", FEATURES);
+    let (_, other) = s.tenant("globex", FEATURES);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("export.jsonl");
+    let r = s.put(
+        "/api/integrations/sync_files/credentials",
+        &token,
+        &json!({ "values": { "path": path.to_str().unwrap(), "format": "jsonl", "idField": "id" } }),
+    );
+    assert_eq!(r.status, 200, "{}", r.raw.text());
+    let r = s.put(
+        "/api/integrations/sync_files/state",
+        &token,
+        &json!({ "status": "enabled" }),
+    );
+    assert_eq!(r.status, 200, "{}", r.raw.text());
+    // 2,000 records: about 150 KiB, past the 64 KiB of other routes.
+    let records: Vec<Value> = (0..2000)
+        .map(|i| json!({ "id": format!("h{i}"), "data": { "id": format!("x{i}"), "title": format!("Exported product number {i}") } }))
+        .collect();
+    let body = json!({ "stream": "records", "records": records });
+    assert!(body.to_string().len() > 128 << 10);
+    let started = s.post("/api/sync/sync_files/export", &token, &body);
+    assert_eq!(started.status, 202, "{}", started.raw.text());
+    let id = started.json["id"].as_i64().unwrap();
+    assert_eq!(
+        started.raw.header("location"),
+        Some(format!("/api/sync/runs/{id}").as_str())
+    );
+    assert_eq!(started.json["direction"], "export");
+    assert_eq!(started.json["total"], 2000);
+    // Another tenant cannot see it.
+    let hidden = s.get(&format!("/api/sync/runs/{id}"), &other);
+    assert_problem(&hidden, 404, "not_found");
+
+    let workers = workers(&s);
+    let done = wait_for("the export to finish", Duration::from_secs(60), || {
+        let r = s.get(&format!("/api/sync/runs/{id}"), &token);
+        (r.json["status"] != "queued" && r.json["status"] != "running").then_some(r.json)
+    });
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["counters"]["processed"], 2000, "{done}");
+    assert_eq!(done["counters"]["failed"], 0, "{done}");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2000);
+    assert_eq!(
+        lines[1999],
+        json!({ "id": "x1999", "title": "Exported product number 1999" })
+    );
+
+    // Bad exports: a problem each, nothing queued.
+    let bad = s.post(
+        "/api/sync/sync_files/export",
+        &token,
+        &json!({ "stream": "records", "records": [{ "id": "a", "data": 5 }] }),
+    );
+    assert_problem(&bad, 422, "validation_failed");
+    let bad = s.post(
+        "/api/sync/sync_files/export",
+        &token,
+        &json!({ "stream": "nope", "records": [{ "id": "a", "data": {} }] }),
+    );
+    assert_problem(&bad, 404, "not_found");
+    let bad = s.post(
+        "/api/sync/sync_medusa_products/export",
+        &token,
+        &json!({ "stream": "products", "records": [{ "id": "a", "data": {} }] }),
+    );
+    assert_problem(&bad, 409, "sync_export_unsupported");
+    let too_big = json!({ "stream": "records", "records": [{ "id": "a", "data": { "blob": "x".repeat(17 << 20) } }] });
+    let bad = s.post("/api/sync/sync_files/export", &token, &too_big);
+    assert_problem(&bad, 413, "payload_too_large");
+    let runs = s.get("/api/sync/runs", &token);
+    assert_eq!(runs.json["items"].as_array().unwrap().len(), 1);
+    s.runtime.block_on(workers.shutdown(Duration::from_secs(5)));
 }

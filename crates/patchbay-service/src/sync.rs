@@ -21,7 +21,23 @@
 //!    the job retry, resuming from the cursor; any other error fails the run.
 //!
 //! Only one run per (scope, integration, stream) is queued or running at a
-//! time (the store refuses a second: 409 `sync_run_active`).
+//! time (the store refuses a second: 409 `sync_run_active`), import or
+//! export.
+//!
+//! **Exports** ([`Services::start_export`], `POST /api/sync/{id}/export`):
+//! the host application hands over up to [`MAX_EXPORT_RECORDS`] records,
+//! each with its own id; they are stored with a new `export` run in one
+//! transaction before the call answers (so an accepted export is never
+//! lost), and the same `sync.run` job writes them through the connector's
+//! `write` in batches of [`EXPORT_BATCH`]. Each written batch commits the
+//! run's counters (created/updated from what the connector reports, failed
+//! for the records it refused — each logged with the entity type and the
+//! host's id), the id mappings (host id ↔ provider id, when the connector
+//! reports one) and the removal of the written items in one transaction.
+//! Delivery to the provider is at least once: a process that dies after
+//! the provider accepted a batch and before the commit writes that batch
+//! again when the run resumes, so connectors write idempotently (upserts by
+//! key). Records are written as given: field mappings apply to imports.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -30,8 +46,8 @@ use patchbay_core::field_mapping::{FieldMapping, FieldMappingSpec};
 use patchbay_core::{LogLevel, RateLimit, Scope, Timestamp};
 use patchbay_runtime::ConnectorError;
 use patchbay_store::{
-    IncomingRecord, NewSyncRun, StoreError, SyncBatch, SyncCounters, SyncDirection, SyncRecordRow,
-    SyncRunQuery, SyncRunRecord, SyncStatus,
+    ExportCommit, ExportItem, IdMapping, IncomingRecord, NewSyncRun, PendingExport, StoreError,
+    SyncBatch, SyncCounters, SyncDirection, SyncRecordRow, SyncRunQuery, SyncRunRecord, SyncStatus,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -50,7 +66,16 @@ pub const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(60);
 /// Item failures logged one by one per run; past it, one line per batch.
 pub const LOGGED_FAILURES_PER_RUN: i64 = 1000;
 
-/// The event a finished import emits.
+/// How long one `write` may take.
+pub const WRITE_DEADLINE: Duration = Duration::from_secs(60);
+/// Records one export call may hand over.
+pub const MAX_EXPORT_RECORDS: usize = 10_000;
+/// The largest record an export may hold (its JSON text).
+pub const MAX_EXPORT_RECORD_BYTES: usize = 1 << 20;
+/// Records written through the connector per `write` call.
+pub const EXPORT_BATCH: u32 = 500;
+
+/// The event a finished run emits.
 pub const RUN_COMPLETED: &str = "data_sync.run.completed";
 
 /// A run as the API shows it.
@@ -103,6 +128,27 @@ impl From<SyncRunRecord> for SyncRunOut {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct StartSyncIn {
     pub stream: String,
+}
+
+/// Records the host application exports through a connector.
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ExportIn {
+    /// The stream to write (one the integration declares).
+    pub stream: String,
+    /// 1 to 10,000 records, written in this order.
+    pub records: Vec<ExportRecordIn>,
+}
+
+/// One exported record.
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ExportRecordIn {
+    /// The host application's id for the record (1-200 characters): the
+    /// local side of its id mapping, and how failures name it.
+    pub id: String,
+    /// The record, a JSON object, as the connector's `write` receives it.
+    pub data: Value,
 }
 
 /// Which runs to list.
@@ -376,6 +422,68 @@ impl Services {
                         stream: input.stream.clone(),
                         direction: SyncDirection::Import,
                     },
+                    self.now(),
+                )
+                .await
+            {
+                Ok(run) => run,
+                Err(StoreError::Conflict(_)) => {
+                    return Err(ServiceError::conflict(
+                        "sync_run_active",
+                        format!(
+                            "a run of `{id}` stream `{}` is already queued or running",
+                            input.stream
+                        ),
+                    ));
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let job = self.enqueue(vec![sync_job(scope, run.id)]).await?;
+            let job_id = job.first().map(|j| j.id());
+            if let Some(job_id) = job_id {
+                self.store().set_sync_run_job(scope, run.id, job_id).await?;
+            }
+            let mut out = SyncRunOut::from(run);
+            out.job_id = job_id;
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Queues an export of `input.records` to `input.stream` of integration
+    /// `id` (see the module documentation).
+    pub async fn start_export(
+        &self,
+        caller: &Caller,
+        id: &str,
+        input: ExportIn,
+    ) -> Result<SyncRunOut> {
+        let target = format!("{id}/{}", input.stream);
+        self.audited(caller, "sync.export.start", &target, async {
+            let scope = caller.scope_with(Feature::IntegrationsManage)?;
+            self.sync_target(id, &input.stream)?;
+            let items = export_items(input.records)?;
+            let writes = self.registry().integration(id).is_some_and(|i| {
+                !matches!(i.capabilities.direction, patchbay_core::Direction::Inbound)
+            });
+            if !writes {
+                return Err(ServiceError::conflict(
+                    "sync_export_unsupported",
+                    format!("`{id}` only imports (its direction is inbound): it cannot export"),
+                ));
+            }
+            self.enabled_state(scope, id, "exporting through it")
+                .await?;
+            let run = match self
+                .store()
+                .create_export_run(
+                    NewSyncRun {
+                        scope: scope.clone(),
+                        integration_id: id.to_owned(),
+                        stream: input.stream.clone(),
+                        direction: SyncDirection::Export,
+                    },
+                    items,
                     self.now(),
                 )
                 .await
@@ -690,10 +798,17 @@ impl Services {
             )
             .await?;
         }
-        let stop = match self
-            .import_batches(scope, &run, &logger, &correlation_id)
-            .await
-        {
+        let work = match run.direction {
+            SyncDirection::Import => {
+                self.import_batches(scope, &run, &logger, &correlation_id)
+                    .await
+            }
+            SyncDirection::Export => {
+                self.export_batches(scope, &run, &logger, &correlation_id)
+                    .await
+            }
+        };
+        let stop = match work {
             Ok(stop) => stop,
             Err(e) => Stop::Retry(e.to_string()),
         };
@@ -803,6 +918,7 @@ impl Services {
                     "runId": run.id,
                     "integrationId": run.integration_id,
                     "stream": run.stream,
+                    "direction": run.direction,
                     "status": status,
                     "counters": counters,
                     "error": error,
@@ -1050,6 +1166,249 @@ impl Services {
             }
         }
     }
+}
+
+impl Services {
+    /// Writes the export run's pending records through the connector,
+    /// batch by batch, until none is left or the run stops.
+    async fn export_batches(
+        &self,
+        scope: &Scope,
+        run: &SyncRunRecord,
+        logger: &ScopedLogger,
+        correlation_id: &str,
+    ) -> Result<Stop> {
+        let id = run.integration_id.as_str();
+        let stream = run.stream.as_str();
+        let reg = self.registry();
+        if reg.integration(id).is_none() {
+            return Ok(Stop::Fail(format!("`{id}` is no longer in the catalog")));
+        }
+        let Ok(state) = self.enabled_state(scope, id, "exporting through it").await else {
+            self.end_run(
+                scope,
+                run,
+                logger,
+                SyncStatus::Failed,
+                Some(format!("`{id}` is not enabled")),
+            )
+            .await?;
+            return Ok(Stop::Done);
+        };
+        let (connector, ctx) = self
+            .prepare_call(scope, &reg, id, &state, WRITE_DEADLINE, correlation_id)
+            .await?;
+        let rate_limit = reg.integration(id).and_then(|i| i.rate_limit);
+        let mut logged_failures = run.counters.failed;
+        loop {
+            let items = self
+                .store()
+                .pending_exports(scope, run.id, EXPORT_BATCH)
+                .await?;
+            let Some(last) = items.last() else {
+                self.end_run(scope, run, logger, SyncStatus::Succeeded, None)
+                    .await?;
+                return Ok(Stop::Done);
+            };
+            let through = last.position;
+            let records = items
+                .iter()
+                .map(|i| serde_json::from_str::<Value>(&i.data))
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| ServiceError::Internal(format!("a stored export item: {e}")))?;
+            if let Some(limit) = rate_limit {
+                self.sync_buckets().acquire(scope, id, limit).await;
+            }
+            let written =
+                tokio::time::timeout(WRITE_DEADLINE, connector.write(&ctx, stream, records)).await;
+            actions::write_connector_log(logger, &ctx.log, &format!("sync.{stream}")).await?;
+            let outcome = match written {
+                Err(_) => {
+                    return Ok(Stop::Retry(format!(
+                        "the connector did not answer within {} s",
+                        WRITE_DEADLINE.as_secs()
+                    )));
+                }
+                Ok(Ok(outcome)) => outcome,
+                Ok(Err(ConnectorError::RateLimited {
+                    message,
+                    retry_after_ms,
+                })) => {
+                    let wait = retry_after_ms
+                        .map_or(Duration::from_secs(1), Duration::from_millis)
+                        .min(MAX_RATE_LIMIT_WAIT);
+                    self.sync_log(
+                        logger,
+                        LogLevel::Warning,
+                        run,
+                        format!(
+                            "the provider is rate limiting ({message}); waiting {} ms",
+                            wait.as_millis()
+                        ),
+                    )
+                    .await?;
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+                Ok(Err(e)) if e.is_retryable() => return Ok(Stop::Retry(e.to_string())),
+                Ok(Err(e)) => return Ok(Stop::Fail(e.to_string())),
+            };
+            let (counters, mappings, failures) =
+                export_outcome(&items, outcome, stream, self.now());
+            for (item, message) in &failures {
+                if logged_failures < LOGGED_FAILURES_PER_RUN {
+                    logger
+                        .log(
+                            LogLevel::Warning,
+                            Entry {
+                                operation: format!("sync.{stream}"),
+                                message: format!(
+                                    "record {} of the export not written: {message}",
+                                    item.position
+                                ),
+                                entity_type: Some(stream.to_owned()),
+                                entity_id: Some(item.local_id.clone()),
+                                ..Entry::default()
+                            },
+                        )
+                        .await?;
+                }
+                logged_failures += 1;
+            }
+            let commit = self
+                .store()
+                .commit_export_batch(ExportCommit {
+                    scope: scope.clone(),
+                    run_id: run.id,
+                    integration_id: id.to_owned(),
+                    through,
+                    counters,
+                    mappings,
+                    now: self.now(),
+                })
+                .await;
+            let cancel = match commit {
+                Ok(cancel) => cancel,
+                Err(StoreError::NotFound(_)) => return Ok(Stop::Done),
+                Err(e) => return Err(e.into()),
+            };
+            self.notify_sync_progress();
+            if cancel {
+                self.end_run(scope, run, logger, SyncStatus::Cancelled, None)
+                    .await?;
+                return Ok(Stop::Done);
+            }
+        }
+    }
+}
+
+/// Checks an export's records and makes them store items.
+fn export_items(records: Vec<ExportRecordIn>) -> Result<Vec<ExportItem>> {
+    let invalid = |field: String, code: &'static str, message: String| {
+        ServiceError::invalid(
+            "the export is not valid",
+            vec![FieldError::new(field, code, message)],
+        )
+    };
+    if records.is_empty() || records.len() > MAX_EXPORT_RECORDS {
+        return Err(invalid(
+            "records".to_owned(),
+            "out_of_range",
+            format!("expected 1 to {MAX_EXPORT_RECORDS} records"),
+        ));
+    }
+    let mut seen = std::collections::HashSet::with_capacity(records.len());
+    let mut items = Vec::with_capacity(records.len());
+    for (n, r) in records.into_iter().enumerate() {
+        if r.id.trim().is_empty()
+            || r.id.chars().count() > 200
+            || r.id.chars().any(char::is_control)
+        {
+            return Err(invalid(
+                format!("records/{n}/id"),
+                "invalid_id",
+                "expected 1 to 200 printable characters".to_owned(),
+            ));
+        }
+        if !seen.insert(r.id.clone()) {
+            return Err(invalid(
+                format!("records/{n}/id"),
+                "duplicate_id",
+                format!("the id `{}` appears twice in the export", r.id),
+            ));
+        }
+        if !r.data.is_object() {
+            return Err(invalid(
+                format!("records/{n}/data"),
+                "expected_object",
+                "expected a JSON object".to_owned(),
+            ));
+        }
+        let data = r.data.to_string();
+        if data.len() > MAX_EXPORT_RECORD_BYTES {
+            return Err(invalid(
+                format!("records/{n}/data"),
+                "too_large",
+                format!("a record may hold at most {MAX_EXPORT_RECORD_BYTES} bytes"),
+            ));
+        }
+        items.push(ExportItem {
+            local_id: r.id,
+            data,
+        });
+    }
+    Ok(items)
+}
+
+/// What a written batch adds to the run: counters, id mappings, and the
+/// records the connector refused with why.
+fn export_outcome<'a>(
+    items: &'a [PendingExport],
+    outcome: patchbay_runtime::WriteOutcome,
+    entity_type: &str,
+    now: Timestamp,
+) -> (
+    SyncCounters,
+    Vec<IdMapping>,
+    Vec<(&'a PendingExport, String)>,
+) {
+    let mut failed: HashMap<usize, String> = HashMap::new();
+    for (index, message) in outcome.failed {
+        if index < items.len() {
+            failed.entry(index).or_insert(message);
+        }
+    }
+    let mut counters = SyncCounters {
+        processed: i64::try_from(items.len()).unwrap_or(i64::MAX),
+        failed: i64::try_from(failed.len()).unwrap_or(i64::MAX),
+        ..SyncCounters::default()
+    };
+    let mut created = std::collections::HashSet::new();
+    let mut mappings = Vec::new();
+    for r in outcome.results {
+        if r.index >= items.len() || failed.contains_key(&r.index) {
+            continue;
+        }
+        if r.created == Some(true) {
+            created.insert(r.index);
+        }
+        if let Some(external_id) = r.external_id.filter(|e| !e.is_empty()) {
+            mappings.push(IdMapping {
+                entity_type: entity_type.to_owned(),
+                local_id: items[r.index].local_id.clone(),
+                external_id,
+                updated_at: now,
+            });
+        }
+    }
+    counters.created = i64::try_from(created.len()).unwrap_or(i64::MAX);
+    counters.updated = counters.processed - counters.failed - counters.created;
+    let mut failures: Vec<(&PendingExport, String)> = failed
+        .into_iter()
+        .map(|(i, message)| (&items[i], message))
+        .collect();
+    failures.sort_by_key(|(item, _)| item.position);
+    (counters, mappings, failures)
 }
 
 fn record_out(r: SyncRecordRow) -> Result<RecordOut> {

@@ -37,8 +37,9 @@ pub use jobs::{
 };
 pub use model::*;
 pub use sync::{
-    BatchOutcome, IdMapping, IncomingRecord, NewSyncRun, SyncBatch, SyncCounters, SyncCursor,
-    SyncDirection, SyncRecordRow, SyncRunQuery, SyncRunRecord, SyncStatus, SyncStore,
+    BatchOutcome, ExportCommit, ExportItem, IdMapping, IncomingRecord, NewSyncRun, PendingExport,
+    SyncBatch, SyncCounters, SyncCursor, SyncDirection, SyncRecordRow, SyncRunQuery, SyncRunRecord,
+    SyncStatus, SyncStore,
 };
 pub use usage::{UsageCounts, UsageQuery, UsageRecord, UsageStore};
 

@@ -72,6 +72,11 @@ pub const SQLITE: &[Migration] = &[
         name: "sync",
         sql: include_str!("../migrations/sqlite/0008_sync.sql"),
     },
+    Migration {
+        version: 9,
+        name: "sync_exports",
+        sql: include_str!("../migrations/sqlite/0009_sync_exports.sql"),
+    },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -114,6 +119,11 @@ pub const POSTGRES: &[Migration] = &[
         version: 8,
         name: "sync",
         sql: include_str!("../migrations/postgres/0008_sync.sql"),
+    },
+    Migration {
+        version: 9,
+        name: "sync_exports",
+        sql: include_str!("../migrations/postgres/0009_sync_exports.sql"),
     },
 ];
 

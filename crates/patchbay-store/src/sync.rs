@@ -274,6 +274,40 @@ pub struct IdMapping {
     pub updated_at: Timestamp,
 }
 
+/// One record the host application exports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportItem {
+    /// The host's id for it (kept as the id mapping's local id).
+    pub local_id: String,
+    /// The record, a JSON text, as the connector's `write` receives it.
+    pub data: String,
+}
+
+/// An exported record not written yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingExport {
+    /// Its place in the export: 1, 2, …
+    pub position: i64,
+    pub local_id: String,
+    pub data: String,
+}
+
+/// What one written export batch did, committed atomically.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportCommit {
+    pub scope: Scope,
+    pub run_id: i64,
+    pub integration_id: String,
+    /// The items up to this position are done: removed, and the run's
+    /// `cursor_end` set to it.
+    pub through: i64,
+    /// What the batch adds to the run's counters.
+    pub counters: SyncCounters,
+    /// Local id ↔ provider id pairs the connector reported.
+    pub mappings: Vec<IdMapping>,
+    pub now: Timestamp,
+}
+
 /// Data sync's storage, on either backend.
 #[async_trait::async_trait]
 pub trait SyncStore: Send + Sync {
@@ -336,9 +370,35 @@ pub trait SyncStore: Send + Sync {
         now: Timestamp,
     ) -> Result<bool>;
 
+    /// Creates a `queued` export run holding `items` (positions 1, 2, … in
+    /// the order given; `total` their number), in one transaction.
+    /// `Conflict` as [`SyncStore::create_sync_run`].
+    async fn create_export_run(
+        &self,
+        run: NewSyncRun,
+        items: Vec<ExportItem>,
+        now: Timestamp,
+    ) -> Result<SyncRunRecord>;
+
+    /// The export run's items not written yet, by position, at most `limit`
+    /// (1-1000). Empty for a run of another scope.
+    async fn pending_exports(
+        &self,
+        scope: &Scope,
+        run_id: i64,
+        limit: u32,
+    ) -> Result<Vec<PendingExport>>;
+
+    /// Commits a written export batch: the run's counters and `cursor_end`,
+    /// the id mappings (upserted under their entity type) and the removal
+    /// of the items through `through`, in one transaction. Returns whether
+    /// cancellation was requested; `NotFound` (nothing written) when the run
+    /// is not `running`.
+    async fn commit_export_batch(&self, commit: ExportCommit) -> Result<bool>;
+
     /// Ends an active run with `status` (succeeded, failed or cancelled) and
-    /// `error`. Returns false when it was no longer active; `Invalid` for
-    /// an active `status`.
+    /// `error`, deleting the export items it still holds. Returns false
+    /// when it was no longer active; `Invalid` for an active `status`.
     async fn finish_sync_run(
         &self,
         scope: &Scope,
@@ -741,4 +801,23 @@ pub(crate) mod sql {
 
     pub(crate) const DELETE_FIELD_MAPPING: &str = "DELETE FROM sync_field_mappings
         WHERE tenant_id = $1 AND organization_id = $2 AND integration_id = $3 AND stream = $4";
+
+    pub(crate) const SET_RUN_TOTAL: &str = "UPDATE sync_runs SET total = $2 WHERE id = $1";
+
+    pub(crate) const PENDING_EXPORTS: &str = "SELECT e.position, e.local_id, e.data
+        FROM sync_export_items e JOIN sync_runs r ON r.id = e.run_id
+        WHERE r.tenant_id = $1 AND r.organization_id = $2 AND e.run_id = $3
+        ORDER BY e.position LIMIT $4";
+
+    /// An export batch's counters and progress, if the run is running.
+    pub(crate) const COMMIT_EXPORT: &str = "UPDATE sync_runs SET processed = processed + $4, created = created + $5,
+          updated = updated + $6, unchanged = unchanged + $7, skipped = skipped + $8, failed = failed + $9,
+          updated_at = $10, cursor_end = $11
+        WHERE tenant_id = $1 AND organization_id = $2 AND id = $3 AND status = 'running'
+        RETURNING cancel_requested";
+
+    pub(crate) const DELETE_EXPORTS_THROUGH: &str =
+        "DELETE FROM sync_export_items WHERE run_id = $1 AND position <= $2";
+
+    pub(crate) const DELETE_EXPORTS: &str = "DELETE FROM sync_export_items WHERE run_id = $1";
 }

@@ -31,6 +31,18 @@
 //! parses); a CSV record once the file has not been modified for
 //! [`SETTLED_AFTER`] (many tools end a CSV file without a line break).
 //!
+//! **Writing** (`write`, the destination of an export) appends to the
+//! file, creating it: a JSON Lines file gets one line per record; a CSV file
+//! one row per record under its header — an empty or new file first gets a
+//! header from the first record's fields, and a record with a field that is
+//! not a column of the file is refused (a per-record failure, the others are
+//! written). CSV values: strings as they are, `null` empty, numbers and
+//! booleans as written in JSON, objects and arrays as JSON text; a field is
+//! quoted when it holds the delimiter, a quote, a line break, or leading or
+//! trailing spaces. A record that is not a JSON object is refused. The file
+//! is synced to disk before `write` answers; the record's `idField` value
+//! is reported as its external id.
+//!
 //! **No cursor field.** A byte offset already makes appended files
 //! incremental, and a full re-read of a rewritten file is cheap for the store
 //! (unchanged records are not written again); a "records updated after"
@@ -44,7 +56,8 @@ use patchbay_core::LogLevel;
 use serde_json::{Map, Value};
 
 use crate::contract::{
-    Batch, CallContext, CallLog, Connector, ConnectorError, Health, RecordFailure,
+    Batch, CallContext, CallLog, Connector, ConnectorError, Health, RecordFailure, WriteOutcome,
+    WrittenRecord,
 };
 
 /// The file-sync connector.
@@ -650,8 +663,165 @@ fn read_csv(
     finish(reader.into_inner(), start, position, batch).map_err(read_error)
 }
 
+/// The text of one CSV field.
+fn csv_field(value: &Value, delimiter: u8, out: &mut String) {
+    let text = match value {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let quote = text
+        .bytes()
+        .any(|b| b == delimiter || matches!(b, b'"' | b'\r' | b'\n'))
+        || text.starts_with(' ')
+        || text.ends_with(' ');
+    if quote {
+        out.push('"');
+        out.push_str(&text.replace('"', "\"\""));
+        out.push('"');
+    } else {
+        out.push_str(&text);
+    }
+}
+
+/// A CSV file's columns, and whether the file ends with a line break.
+type CsvHeader = (Vec<Option<String>>, bool);
+
+/// The header of an existing CSV file, and whether the file ends with a line
+/// break; `None` for a missing or empty file.
+fn csv_header(path: &str, delimiter: u8) -> Result<Option<CsvHeader>, ConnectorError> {
+    let mut file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(read_error(e)),
+    };
+    let len = file.metadata().map_err(read_error)?.len();
+    if len == 0 {
+        return Ok(None);
+    }
+    file.seek(SeekFrom::Start(len - 1)).map_err(read_error)?;
+    let mut last = [0_u8; 1];
+    file.read_exact(&mut last).map_err(read_error)?;
+    file.seek(SeekFrom::Start(0)).map_err(read_error)?;
+    let mut reader = BufReader::with_capacity(64 << 10, file);
+    skip_bom(&mut reader).map_err(read_error)?;
+    let mut parser = RowParser::new(delimiter);
+    if parser.next(&mut reader).map_err(read_error)? == End::Eof {
+        return Ok(None);
+    }
+    Ok(Some((parser.header()?, last[0] == b'\n')))
+}
+
+/// Appends `records` to the file (see the module documentation).
+fn write_records(
+    path: &str,
+    format: Format,
+    id_field: Option<&str>,
+    records: &[Value],
+) -> Result<WriteOutcome, ConnectorError> {
+    use std::io::Write as _;
+    let mut outcome = WriteOutcome::default();
+    let mut text = String::new();
+    let mut header: Option<Vec<Option<String>>> = None;
+    if let Format::Csv { delimiter } = format {
+        if let Some((columns, ends_with_break)) = csv_header(path, delimiter)? {
+            if !ends_with_break {
+                text.push('\n');
+            }
+            header = Some(columns);
+        } else {
+            let Some(first) = records.iter().find_map(Value::as_object) else {
+                for i in 0..records.len() {
+                    outcome
+                        .failed
+                        .push((i, "the record is not a JSON object".to_owned()));
+                }
+                return Ok(outcome);
+            };
+            let columns: Vec<Option<String>> = first.keys().cloned().map(Some).collect();
+            for (n, c) in columns.iter().flatten().enumerate() {
+                if n > 0 {
+                    text.push(char::from(delimiter));
+                }
+                csv_field(&Value::String(c.clone()), delimiter, &mut text);
+            }
+            text.push('\n');
+            header = Some(columns);
+        }
+    }
+    for (i, record) in records.iter().enumerate() {
+        let Some(object) = record.as_object() else {
+            outcome
+                .failed
+                .push((i, "the record is not a JSON object".to_owned()));
+            continue;
+        };
+        if let (Format::Csv { delimiter }, Some(columns)) = (&format, &header) {
+            if let Some(extra) = object
+                .keys()
+                .find(|k| !columns.iter().any(|c| c.as_deref() == Some(k.as_str())))
+            {
+                outcome
+                    .failed
+                    .push((i, format!("field `{extra}` is not a column of the file")));
+                continue;
+            }
+            for (n, column) in columns.iter().enumerate() {
+                if n > 0 {
+                    text.push(char::from(*delimiter));
+                }
+                if let Some(v) = column.as_ref().and_then(|c| object.get(c)) {
+                    csv_field(v, *delimiter, &mut text);
+                }
+            }
+            text.push('\n');
+        } else {
+            text.push_str(&record.to_string());
+            text.push('\n');
+        }
+        outcome.written += 1;
+        outcome.results.push(WrittenRecord {
+            index: i,
+            external_id: id_field.and_then(|f| match object.get(f) {
+                Some(Value::String(s)) => Some(s.clone()),
+                Some(Value::Number(n)) => Some(n.to_string()),
+                _ => None,
+            }),
+            created: None,
+        });
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| ConnectorError::fatal(format!("cannot open the file for writing: {e}")))?;
+    file.write_all(text.as_bytes())
+        .and_then(|()| file.sync_data())
+        .map_err(|e| ConnectorError::transient(format!("cannot write the file: {e}")))?;
+    Ok(outcome)
+}
+
 #[async_trait::async_trait]
 impl Connector for FileSync {
+    async fn write(
+        &self,
+        ctx: &CallContext,
+        stream: &str,
+        records: Vec<Value>,
+    ) -> Result<WriteOutcome, ConnectorError> {
+        if stream != "records" {
+            return Err(ConnectorError::unsupported(format!("stream `{stream}`")));
+        }
+        let format = format(ctx)?;
+        let path = path(ctx)?;
+        let id_field = ctx.credentials.text("idField").map(str::to_owned);
+        tokio::task::spawn_blocking(move || {
+            write_records(&path, format, id_field.as_deref(), &records)
+        })
+        .await
+        .map_err(|e| ConnectorError::fatal(format!("the write failed: {e}")))?
+    }
+
     async fn check(&self, ctx: &CallContext) -> Result<Health, ConnectorError> {
         let path = path(ctx)?;
         let message = tokio::task::spawn_blocking(move || check_path(&path))

@@ -110,6 +110,10 @@ const PUT_ID_MAPPINGS: &str = "INSERT INTO sync_id_mappings
     ON CONFLICT (tenant_id, organization_id, integration_id, entity_type, external_id) DO UPDATE SET
       local_id = excluded.local_id, updated_at = excluded.updated_at";
 
+/// An export's items, numbered 1, 2, … in the order given.
+const INSERT_EXPORT_ITEMS: &str = "INSERT INTO sync_export_items (run_id, position, local_id, data)
+    SELECT $1, n, l, d FROM UNNEST($2::text[], $3::text[]) WITH ORDINALITY AS i(l, d, n)";
+
 const ID_MAPPINGS: &str =
     "SELECT entity_type, local_id, external_id, updated_at FROM sync_id_mappings
     WHERE tenant_id = $1 AND organization_id = $2 AND integration_id = $3 AND entity_type = $4
@@ -448,6 +452,7 @@ impl SyncStore for PgStore {
         now: Timestamp,
     ) -> Result<bool> {
         check_final(status)?;
+        let mut tx = self.pool.begin().await?;
         let n = sqlx::query(sql::FINISH_RUN)
             .bind(scope.tenant_id.as_str())
             .bind(scope.organization_id.as_str())
@@ -455,10 +460,138 @@ impl SyncStore for PgStore {
             .bind(status.as_str())
             .bind(error)
             .bind(ts(now))
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?
             .rows_affected();
+        if n == 1 {
+            sqlx::query(sql::DELETE_EXPORTS)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
         Ok(n == 1)
+    }
+
+    async fn create_export_run(
+        &self,
+        new: NewSyncRun,
+        items: Vec<ExportItem>,
+        now: Timestamp,
+    ) -> Result<SyncRunRecord> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(sql::CREATE_RUN)
+            .bind(new.scope.tenant_id.as_str())
+            .bind(new.scope.organization_id.as_str())
+            .bind(&new.integration_id)
+            .bind(&new.stream)
+            .bind(new.direction.as_str())
+            .bind(ts(now))
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| match StoreError::from(e) {
+                StoreError::Conflict(_) => one_active(&new.integration_id, &new.stream),
+                other => other,
+            })?;
+        let mut created = run(&row)?;
+        let total = i64::try_from(items.len()).unwrap_or(i64::MAX);
+        sqlx::query(sql::SET_RUN_TOTAL)
+            .bind(created.id)
+            .bind(total)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(INSERT_EXPORT_ITEMS)
+            .bind(created.id)
+            .bind(
+                items
+                    .iter()
+                    .map(|i| i.local_id.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(items.iter().map(|i| i.data.as_str()).collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        created.total = Some(total);
+        Ok(created)
+    }
+
+    async fn pending_exports(
+        &self,
+        scope: &Scope,
+        run_id: i64,
+        limit_n: u32,
+    ) -> Result<Vec<PendingExport>> {
+        let rows = sqlx::query(sql::PENDING_EXPORTS)
+            .bind(scope.tenant_id.as_str())
+            .bind(scope.organization_id.as_str())
+            .bind(run_id)
+            .bind(limit(limit_n))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(PendingExport {
+                    position: r.try_get(0)?,
+                    local_id: r.try_get(1)?,
+                    data: r.try_get(2)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn commit_export_batch(&self, commit: ExportCommit) -> Result<bool> {
+        let c = commit.counters;
+        let mut tx = self.pool.begin().await?;
+        let cancel: Option<bool> = sqlx::query_scalar(sql::COMMIT_EXPORT)
+            .bind(commit.scope.tenant_id.as_str())
+            .bind(commit.scope.organization_id.as_str())
+            .bind(commit.run_id)
+            .bind(c.processed)
+            .bind(c.created)
+            .bind(c.updated)
+            .bind(c.unchanged)
+            .bind(c.skipped)
+            .bind(c.failed)
+            .bind(ts(commit.now))
+            .bind(commit.through.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(cancel) = cancel else {
+            return Err(run_not_running(commit.run_id));
+        };
+        if !commit.mappings.is_empty() {
+            let mut by_key = std::collections::BTreeMap::new();
+            for m in &commit.mappings {
+                by_key.insert((m.entity_type.as_str(), m.external_id.as_str()), m);
+            }
+            let rows: Vec<&IdMapping> = by_key.into_values().collect();
+            sqlx::query(PUT_ID_MAPPINGS)
+                .bind(commit.scope.tenant_id.as_str())
+                .bind(commit.scope.organization_id.as_str())
+                .bind(&commit.integration_id)
+                .bind(
+                    rows.iter()
+                        .map(|m| m.entity_type.as_str())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    rows.iter()
+                        .map(|m| m.external_id.as_str())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(rows.iter().map(|m| m.local_id.as_str()).collect::<Vec<_>>())
+                .bind(rows.iter().map(|m| ts(m.updated_at)).collect::<Vec<_>>())
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(sql::DELETE_EXPORTS_THROUGH)
+            .bind(commit.run_id)
+            .bind(commit.through)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(cancel)
     }
 
     async fn request_sync_cancel(

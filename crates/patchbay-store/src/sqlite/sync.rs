@@ -37,6 +37,8 @@ const PUT_CURSOR: &str =
     "UPDATE sync_cursors SET cursor = ?2, last_seq = ?3, updated_at = ?4 WHERE id = ?1";
 const ID_MAPPING: &str = "SELECT entity_type, local_id, external_id, updated_at FROM sync_id_mappings
     WHERE tenant_id = ?1 AND organization_id = ?2 AND integration_id = ?3 AND entity_type = ?4 AND external_id = ?5";
+const INSERT_EXPORT_ITEM: &str =
+    "INSERT INTO sync_export_items (run_id, position, local_id, data) VALUES (?1, ?2, ?3, ?4)";
 const RECORD_MAPPING: &str = "SELECT local_id, external_id, created_at FROM sync_records WHERE stream_id = ?1 AND external_id = ?2";
 
 fn run(r: &Row<'_>) -> rusqlite::Result<SyncRunRecord> {
@@ -512,24 +514,160 @@ impl SyncStore for SqliteStore {
     ) -> Result<bool> {
         check_final(status)?;
         let scope = scope.clone();
-        let n = self
-            .write(move |conn| {
-                exec(
-                    conn,
-                    sql::FINISH_RUN,
+        self.write(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db)?;
+            let n = exec(
+                &tx,
+                sql::FINISH_RUN,
+                params![
+                    scope.tenant_id.as_str(),
+                    scope.organization_id.as_str(),
+                    id,
+                    status.as_str(),
+                    error,
+                    ts(now)
+                ],
+            )
+            .map_err(db)?;
+            if n == 1 {
+                exec(&tx, sql::DELETE_EXPORTS, params![id]).map_err(db)?;
+            }
+            tx.commit().map_err(db)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn create_export_run(
+        &self,
+        run_in: NewSyncRun,
+        items: Vec<ExportItem>,
+        now: Timestamp,
+    ) -> Result<SyncRunRecord> {
+        self.write(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db)?;
+            let mut created = tx
+                .prepare_cached(&lite(sql::CREATE_RUN))
+                .map_err(db)?
+                .query_row(
                     params![
-                        scope.tenant_id.as_str(),
-                        scope.organization_id.as_str(),
-                        id,
-                        status.as_str(),
-                        error,
+                        run_in.scope.tenant_id.as_str(),
+                        run_in.scope.organization_id.as_str(),
+                        run_in.integration_id,
+                        run_in.stream,
+                        run_in.direction.as_str(),
                         ts(now)
                     ],
+                    run,
                 )
-                .map_err(db)
-            })
-            .await?;
-        Ok(n == 1)
+                .map_err(|e| match db(e) {
+                    StoreError::Conflict(_) => one_active(&run_in.integration_id, &run_in.stream),
+                    other => other,
+                })?;
+            let total = i64::try_from(items.len()).unwrap_or(i64::MAX);
+            exec(&tx, sql::SET_RUN_TOTAL, params![created.id, total]).map_err(db)?;
+            {
+                let mut put = tx.prepare_cached(INSERT_EXPORT_ITEM).map_err(db)?;
+                for (position, item) in (1_i64..).zip(&items) {
+                    put.execute(params![created.id, position, item.local_id, item.data])
+                        .map_err(db)?;
+                }
+            }
+            tx.commit().map_err(db)?;
+            created.total = Some(total);
+            Ok(created)
+        })
+        .await
+    }
+
+    async fn pending_exports(
+        &self,
+        scope: &Scope,
+        run_id: i64,
+        limit_n: u32,
+    ) -> Result<Vec<PendingExport>> {
+        self.read(|c| {
+            all(
+                c,
+                sql::PENDING_EXPORTS,
+                params![
+                    scope.tenant_id.as_str(),
+                    scope.organization_id.as_str(),
+                    run_id,
+                    limit(limit_n)
+                ],
+                |r| {
+                    Ok(PendingExport {
+                        position: r.get(0)?,
+                        local_id: r.get(1)?,
+                        data: r.get(2)?,
+                    })
+                },
+            )
+        })
+    }
+
+    async fn commit_export_batch(&self, commit: ExportCommit) -> Result<bool> {
+        self.write(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db)?;
+            let c = commit.counters;
+            let (t, o) = (
+                commit.scope.tenant_id.as_str(),
+                commit.scope.organization_id.as_str(),
+            );
+            let cancel: Option<bool> = one(
+                &tx,
+                sql::COMMIT_EXPORT,
+                params![
+                    t,
+                    o,
+                    commit.run_id,
+                    c.processed,
+                    c.created,
+                    c.updated,
+                    c.unchanged,
+                    c.skipped,
+                    c.failed,
+                    ts(commit.now),
+                    commit.through.to_string()
+                ],
+                |r| r.get(0),
+            )
+            .map_err(db)?;
+            let Some(cancel) = cancel else {
+                return Err(run_not_running(commit.run_id));
+            };
+            {
+                let mut put = tx.prepare_cached(&lite(sql::PUT_ID_MAPPING)).map_err(db)?;
+                for m in &commit.mappings {
+                    put.execute(params![
+                        t,
+                        o,
+                        commit.integration_id,
+                        m.entity_type,
+                        m.external_id,
+                        m.local_id,
+                        ts(m.updated_at)
+                    ])
+                    .map_err(db)?;
+                }
+            }
+            exec(
+                &tx,
+                sql::DELETE_EXPORTS_THROUGH,
+                params![commit.run_id, commit.through],
+            )
+            .map_err(db)?;
+            tx.commit().map_err(db)?;
+            Ok(cancel)
+        })
+        .await
     }
 
     async fn request_sync_cancel(
