@@ -40,6 +40,7 @@
 //! key). Records are written as given: field mappings apply to imports.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use patchbay_core::field_mapping::{FieldMapping, FieldMappingSpec};
@@ -353,14 +354,91 @@ impl Buckets {
 struct Prefetch {
     /// The cursor it reads from.
     cursor: Option<String>,
-    handle: Option<
-        tokio::task::JoinHandle<
-            std::result::Result<
-                std::result::Result<patchbay_runtime::Batch, ConnectorError>,
-                tokio::time::error::Elapsed,
-            >,
-        >,
-    >,
+    handle: Option<tokio::task::JoinHandle<ReadOutcome>>,
+}
+
+/// A read batch, mapped and hashed, ready to commit.
+struct Prepared {
+    records: Vec<IncomingRecord>,
+    /// (external id, position, why) of the records that failed, in the
+    /// source or the mapping.
+    failures: Vec<(Option<String>, String, String)>,
+    next_cursor: Option<String>,
+    total: Option<u64>,
+    /// The stream has nothing more for now: this is the run's last batch.
+    exhausted: bool,
+    /// Records repeated within the batch (the last version kept), counted skipped.
+    duplicates: usize,
+}
+
+type ReadOutcome =
+    std::result::Result<std::result::Result<Prepared, ConnectorError>, tokio::time::error::Elapsed>;
+
+/// Reads the batch at `cursor` and maps it: the work of one batch that
+/// does not touch the database, run while the previous batch commits.
+async fn read_and_map(
+    connector: Arc<dyn patchbay_runtime::Connector>,
+    ctx: patchbay_runtime::CallContext,
+    stream: String,
+    cursor: Option<String>,
+    mapping: Arc<FieldMapping>,
+) -> ReadOutcome {
+    let batch = match tokio::time::timeout(
+        READ_DEADLINE,
+        connector.read(&ctx, &stream, cursor.as_deref()),
+    )
+    .await?
+    {
+        Ok(b) => b,
+        Err(e) => return Ok(Err(e)),
+    };
+    let exhausted =
+        batch.next_cursor.is_none() || (batch.records.is_empty() && batch.failures.is_empty());
+    let read_records = batch.records.len();
+    // Map; keep the last version of an id repeated within the batch.
+    let mut records: Vec<IncomingRecord> = Vec::with_capacity(read_records);
+    let mut at: HashMap<String, usize> = HashMap::with_capacity(read_records);
+    let mut failures: Vec<(Option<String>, String, String)> = batch
+        .failures
+        .into_iter()
+        .map(|f| (f.external_id, f.position, f.message))
+        .collect();
+    let mut mapping_failures = 0;
+    for (n, record) in batch.records.into_iter().enumerate() {
+        match mapping.apply_owned(record) {
+            Ok(m) => {
+                let data = m.data.to_string();
+                let incoming = IncomingRecord {
+                    hash: hash_hex(&data),
+                    external_id: m.external_id,
+                    data,
+                    deleted: m.deleted,
+                };
+                if let Some(&i) = at.get(&incoming.external_id) {
+                    records[i] = incoming;
+                } else {
+                    at.insert(incoming.external_id.clone(), records.len());
+                    records.push(incoming);
+                }
+            }
+            Err(e) => {
+                mapping_failures += 1;
+                failures.push((
+                    e.external_id.clone(),
+                    format!("record {} of the batch", n + 1),
+                    e.to_string(),
+                ));
+            }
+        }
+    }
+    Ok(Ok(Prepared {
+        duplicates: read_records - records.len() - mapping_failures,
+        records,
+        failures,
+        next_cursor: batch.next_cursor,
+        total: batch.total,
+        exhausted,
+    }))
 }
 
 impl Drop for Prefetch {
@@ -965,17 +1043,18 @@ impl Services {
         let mut known_cursor: Option<Option<String>> = None;
         let mut prefetch: Option<Prefetch> = None;
         loop {
-            // The mapping is read for each batch: a change applies to the next one.
+            // The mapping is read for each batch: a change applies to the
+            // next batch read (the one after the batch being committed).
             let mapping = match self.store().get_field_mapping(scope, id, stream).await? {
                 Some((text, _)) => match FieldMapping::parse(&text) {
-                    Ok(m) => m,
+                    Ok(m) => Arc::new(m),
                     Err(_) => {
                         return Ok(Stop::Fail(
                             "the stream's field mapping is not valid".to_owned(),
                         ));
                     }
                 },
-                None => FieldMapping::default(),
+                None => Arc::new(FieldMapping::default()),
             };
             let cursor = match &known_cursor {
                 Some(c) => c.clone(),
@@ -997,9 +1076,12 @@ impl Services {
                     if let Some(limit) = rate_limit {
                         self.sync_buckets().acquire(scope, id, limit).await;
                     }
-                    tokio::time::timeout(
-                        READ_DEADLINE,
-                        connector.read(&ctx, stream, cursor.as_deref()),
+                    read_and_map(
+                        connector.clone(),
+                        ctx.clone(),
+                        stream.to_owned(),
+                        cursor.clone(),
+                        mapping.clone(),
                     )
                     .await
                 }
@@ -1036,67 +1118,30 @@ impl Services {
                 Ok(Err(e)) if e.is_retryable() => return Ok(Stop::Retry(e.to_string())),
                 Ok(Err(e)) => return Ok(Stop::Fail(e.to_string())),
             };
-
-            // Map; keep the last version of an id repeated within the batch.
-            let mut records: Vec<IncomingRecord> = Vec::with_capacity(batch.records.len());
-            let mut at: HashMap<String, usize> = HashMap::with_capacity(batch.records.len());
-            let mut failures: Vec<(Option<String>, String, String)> = batch
-                .failures
-                .iter()
-                .map(|f| (f.external_id.clone(), f.position.clone(), f.message.clone()))
-                .collect();
-            let exhausted = batch.next_cursor.is_none()
-                || (batch.records.is_empty() && batch.failures.is_empty());
-            let read_failures = batch.failures.len();
-            let read_records = batch.records.len();
-            let next_cursor = batch.next_cursor.clone();
-            let total = batch.total.and_then(|t| i64::try_from(t).ok());
+            let Prepared {
+                records,
+                failures,
+                next_cursor,
+                total,
+                exhausted,
+                duplicates,
+            } = batch;
             if !exhausted {
+                // The next batch is read and mapped while this one commits.
                 if let Some(limit) = rate_limit {
                     self.sync_buckets().acquire(scope, id, limit).await;
                 }
-                let (connector, ctx, stream, next) = (
-                    connector.clone(),
-                    ctx.clone(),
-                    stream.to_owned(),
-                    next_cursor.clone(),
-                );
                 prefetch = Some(Prefetch {
                     cursor: next_cursor.clone(),
-                    handle: Some(tokio::spawn(async move {
-                        tokio::time::timeout(
-                            READ_DEADLINE,
-                            connector.read(&ctx, &stream, next.as_deref()),
-                        )
-                        .await
-                    })),
+                    handle: Some(tokio::spawn(read_and_map(
+                        connector.clone(),
+                        ctx.clone(),
+                        stream.to_owned(),
+                        next_cursor.clone(),
+                        mapping.clone(),
+                    ))),
                 });
             }
-            for (n, record) in batch.records.into_iter().enumerate() {
-                match mapping.apply_owned(record) {
-                    Ok(m) => {
-                        let data = m.data.to_string();
-                        let incoming = IncomingRecord {
-                            hash: hash_hex(&data),
-                            external_id: m.external_id,
-                            data,
-                            deleted: m.deleted,
-                        };
-                        if let Some(&i) = at.get(&incoming.external_id) {
-                            records[i] = incoming;
-                        } else {
-                            at.insert(incoming.external_id.clone(), records.len());
-                            records.push(incoming);
-                        }
-                    }
-                    Err(e) => failures.push((
-                        e.external_id.clone(),
-                        format!("record {} of the batch", n + 1),
-                        e.to_string(),
-                    )),
-                }
-            }
-            let duplicates = read_records - records.len() - (failures.len() - read_failures);
             let failed = i64::try_from(failures.len()).unwrap_or(i64::MAX);
             for (external_id, position, message) in &failures {
                 if logged_failures < LOGGED_FAILURES_PER_RUN {
@@ -1137,7 +1182,7 @@ impl Services {
                     records,
                     failed,
                     skipped: i64::try_from(duplicates).unwrap_or(0),
-                    total,
+                    total: total.and_then(|t| i64::try_from(t).ok()),
                     now: self.now(),
                 })
                 .await;
