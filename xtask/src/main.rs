@@ -2,7 +2,8 @@
 //!
 //! * `test`  — sets up what the tests need (a PostgreSQL installation for the
 //!   throwaway clusters the tests start, Chromium and ChromeDriver for the
-//!   browser tests) and runs every test of the workspace.
+//!   browser tests, a Python virtualenv with `airbyte-source-faker` for the
+//!   Airbyte connector tests) and runs every test of the workspace.
 //! * `bench [scenario…]` — builds in release mode and runs the benchmark
 //!   harness, writing `target/bench/results.json` and `docs/benchmarks.md`.
 // xtask reads its own environment (CARGO, PATH) to drive cargo; that is not product configuration.
@@ -71,6 +72,59 @@ fn have_chromedriver() -> bool {
             .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("chromedriver").is_file()))
 }
 
+/// The Airbyte source the Airbyte connector tests run (from the Python Package Index).
+const AIRBYTE_FAKER: &str = "airbyte-source-faker==7.2.1";
+
+/// Where the tests find it: `$PATCHBAY_AIRBYTE_VENV`, else
+/// `~/.cache/patchbay-airbyte-venv`.
+fn airbyte_venv() -> PathBuf {
+    std::env::var_os("PATCHBAY_AIRBYTE_VENV").map_or_else(
+        || {
+            let home = std::env::var_os("HOME").unwrap_or_else(|| ".".into());
+            Path::new(&home).join(".cache/patchbay-airbyte-venv")
+        },
+        PathBuf::from,
+    )
+}
+
+/// A Python that can make a virtualenv for the faker (3.10-3.12, its
+/// supported range).
+fn venv_python() -> Option<&'static str> {
+    ["python3.12", "python3.11", "python3.10", "python3"]
+        .into_iter()
+        .find(|py| {
+            Command::new(py)
+                .args([
+                    "-c",
+                    "import sys, ensurepip, venv; sys.exit(not (3, 10) <= sys.version_info[:2] < (3, 13))",
+                ])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+}
+
+/// Creates the faker's virtualenv when it is missing.
+fn setup_airbyte(venv: &Path) -> Result<(), String> {
+    if venv.join("bin/source-faker").is_file() {
+        return Ok(());
+    }
+    let python = venv_python().ok_or_else(|| {
+        format!(
+            "{AIRBYTE_FAKER} needs Python 3.10-3.12 with venv (Debian: python3 python3-venv); \
+             install it and run again"
+        )
+    })?;
+    eprintln!("xtask: installing {AIRBYTE_FAKER} into {}", venv.display());
+    let mut create = Command::new(python);
+    create.args(["-m", "venv"]).arg(venv);
+    run(create)?;
+    let mut install = Command::new(venv.join("bin/pip"));
+    install
+        .args(["install", "--quiet", "--disable-pip-version-check"])
+        .arg(AIRBYTE_FAKER);
+    run(install).map_err(|e| format!("{e}; remove {} and run again", venv.display()))
+}
+
 /// Installs what the test suites need and is missing from this machine.
 fn setup() -> Result<(), String> {
     let mut packages = Vec::new();
@@ -89,6 +143,13 @@ fn setup() -> Result<(), String> {
         packages.extend(["chromium", "chromium-driver"]);
         missing.push("Chromium and ChromeDriver (chromium, chromedriver)");
     }
+    if !airbyte_venv().join("bin/source-faker").is_file() && venv_python().is_none() {
+        eprintln!(
+            "xtask: no Python with venv for the Airbyte tests; installing Debian's python3 and python3-venv packages"
+        );
+        packages.extend(["python3", "python3-venv"]);
+        missing.push("Python 3.10-3.12 with venv (python3, python3-venv)");
+    }
     if !packages.is_empty() {
         let mut update = Command::new("apt-get");
         update.args(["-qq", "update"]);
@@ -105,13 +166,15 @@ fn setup() -> Result<(), String> {
     let mut target = Command::new("rustup");
     target.args(["target", "add", "wasm32-wasip2"]);
     run(target).map_err(|e| format!("{e}; install rustup's wasm32-wasip2 target and run again"))?;
-    Ok(())
+    setup_airbyte(&airbyte_venv())
 }
 
 fn test(extra: &[String]) -> Result<(), String> {
     setup()?;
     let mut c = cargo();
-    c.args(["test", "--workspace", "--locked"]).args(extra);
+    c.args(["test", "--workspace", "--locked"])
+        .args(extra)
+        .env("PATCHBAY_AIRBYTE_VENV", airbyte_venv());
     run(c)
 }
 

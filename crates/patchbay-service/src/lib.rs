@@ -158,16 +158,22 @@ impl Services {
     }
 
     /// Rebuilds the built-in native connectors so that those reaching the
-    /// network do it through `http` (the operator's policy). `patchbay
+    /// network do it through `http` (the operator's policy), with the
+    /// operator's other choices (`options`: the Airbyte programs allowed). `patchbay
     /// serve` calls it once at start-up, before anything is registered with
     /// [`Services::register_native`] (which it would undo).
-    pub fn set_native_network(&self, http: &patchbay_runtime::HttpClient) {
+    pub fn set_native_network(
+        &self,
+        http: &patchbay_runtime::HttpClient,
+        options: &patchbay_runtime::native::NativeOptions,
+    ) {
         *self
             .inner
             .natives
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) =
-            Arc::new(patchbay_runtime::NativeConnectors::builtin_with(http));
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(
+            patchbay_runtime::NativeConnectors::builtin_with_options(http, options),
+        );
     }
 
     /// Registers (or replaces) a native connector for `integration_id`, for

@@ -460,12 +460,31 @@ enum Stop {
 }
 
 impl Services {
-    /// Checks that `id` is an integration of the catalog with stream `stream`.
+    /// Checks that `id` is an integration of the catalog with stream
+    /// `stream`. A data-sync integration that declares no streams (an
+    /// Airbyte source: its streams are discovered from the source) takes
+    /// any well-formed stream name; its connector refuses one it does not
+    /// have when the run reads it.
     pub(crate) fn sync_target(&self, id: &str, stream: &str) -> Result<()> {
         let reg = self.registry();
         let integration = reg
             .integration(id)
             .ok_or_else(|| ServiceError::NotFound(format!("no integration `{id}`")))?;
+        let discovered = integration.capabilities.streams.is_empty()
+            && integration.hub == patchbay_core::Hub::DataSync;
+        if discovered {
+            let well_formed = !stream.is_empty()
+                && stream.len() <= 200
+                && stream
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+            if !well_formed {
+                return Err(ServiceError::NotFound(format!(
+                    "`{id}` has no stream `{stream}`: stream names are 1 to 200 letters, digits, `_`, `-` or `.`"
+                )));
+            }
+            return Ok(());
+        }
         if !integration.capabilities.streams.iter().any(|s| s == stream) {
             return Err(ServiceError::NotFound(format!(
                 "`{id}` has no stream `{stream}`; its streams: {}",

@@ -381,7 +381,7 @@ pub trait SyncStore: Send + Sync {
     ) -> Result<SyncRunRecord>;
 
     /// The export run's items not written yet, by position, at most `limit`
-    /// (1-1000). Empty for a run of another scope.
+    /// (1-1001). Empty for a run of another scope.
     async fn pending_exports(
         &self,
         scope: &Scope,
@@ -418,7 +418,7 @@ pub trait SyncStore: Send + Sync {
     ) -> Result<Option<SyncRunRecord>>;
 
     /// Stored records of a stream with `seq > after`, by `seq`, at most
-    /// `limit` (1-1000), deletion markers included.
+    /// `limit` (1-1001), deletion markers included.
     async fn list_sync_records(
         &self,
         scope: &Scope,
@@ -474,8 +474,9 @@ pub trait SyncStore: Send + Sync {
     ) -> Result<()>;
 }
 
-/// The most rows one listing returns.
-pub(crate) const MAX_LIMIT: u32 = 1000;
+/// The most rows one listing returns: pages of 1,000 and one more row,
+/// which tells the caller whether another page follows.
+pub(crate) const MAX_LIMIT: u32 = 1001;
 
 /// The page size asked for, within 1..=[`MAX_LIMIT`].
 pub(crate) fn limit(n: u32) -> i64 {

@@ -1,7 +1,8 @@
 //! Test support shared by Patchbay's test suites: a throwaway PostgreSQL
 //! cluster, free ports and condition waits, a minimal HTTP client ([`http`])
-//! a headless-Chromium client ([`browser`]) and WebAssembly test guests
-//! ([`wasm`]). Never linked into
+//! a headless-Chromium client ([`browser`]), WebAssembly test guests
+//! ([`wasm`]) and a labelled fake of MedusaJS's Admin API ([`medusa`]).
+//! Never linked into
 //! the binary.
 //!
 //! The PostgreSQL cluster is started once per test process from the
@@ -19,6 +20,7 @@
 
 pub mod browser;
 pub mod http;
+pub mod medusa;
 pub mod wasm;
 
 use std::io::Write as _;
@@ -298,4 +300,34 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Optio
         );
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// The `source-faker` executable of the virtualenv `cargo xtask test` and
+/// `.ci/run` install (`airbyte-source-faker` from `PyPI`), at
+/// `$PATCHBAY_AIRBYTE_VENV` or `~/.cache/patchbay-airbyte-venv`; `None`
+/// when it is missing (and not under CI, where that panics).
+pub fn airbyte_faker() -> Option<PathBuf> {
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the tests find the virtualenv xtask installed"
+    )]
+    let venv = std::env::var_os("PATCHBAY_AIRBYTE_VENV")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/patchbay-airbyte-venv"))
+        });
+    let bin = venv.map(|v| v.join("bin/source-faker"));
+    if let Some(bin) = bin.filter(|b| b.is_file()) {
+        return Some(bin);
+    }
+    assert!(
+        !under_ci(),
+        "source-faker not found (cargo xtask test installs airbyte-source-faker==7.2.1 into \
+         ~/.cache/patchbay-airbyte-venv), and CI=true forbids skipping the Airbyte tests"
+    );
+    eprintln!(
+        "note: source-faker not found; the Airbyte tests are skipped (cargo xtask test \
+         installs it; set CI=true to make this an error)"
+    );
+    None
 }

@@ -152,6 +152,19 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "PATCHBAY_CONNECTOR_ALLOW_PRIVATE_NETWORK")]
     pub(crate) connector_allow_private_network: bool,
 
+    /// A program the Airbyte source connector may run (the first word of
+    /// its `command` credential, compared exactly); repeat the flag (or
+    /// separate with `:` in the variable) for more. None by default: who
+    /// may set an integration's credentials must not run programs on the
+    /// server. `*` allows any (only where tenants are the operator).
+    #[arg(
+        long = "airbyte-source",
+        env = "PATCHBAY_AIRBYTE_SOURCES",
+        value_name = "PROGRAM",
+        value_delimiter = ':'
+    )]
+    pub(crate) airbyte_sources: Vec<String>,
+
     /// Log filter: a level (info, debug, …) or per-module directives
     /// (`info,patchbay_store=debug`).
     #[arg(long, env = "PATCHBAY_LOG", default_value = "info")]
@@ -177,6 +190,8 @@ pub(crate) struct ConnectorsConfig {
     pub(crate) dirs: Vec<std::path::PathBuf>,
     pub(crate) limits: patchbay_service::components::OperatorLimits,
     pub(crate) allow_private_network: bool,
+    /// The programs the Airbyte source connector may run.
+    pub(crate) airbyte_programs: patchbay_runtime::native::AirbytePrograms,
 }
 
 /// A validated configuration.
@@ -238,6 +253,9 @@ impl ServeArgs {
                     .unwrap_or(usize::MAX),
             },
             allow_private_network: self.connector_allow_private_network,
+            airbyte_programs: patchbay_runtime::native::AirbytePrograms::from_list(
+                &self.airbyte_sources,
+            ),
         };
         if self.shutdown_grace_secs > 3600 {
             anyhow::bail!(

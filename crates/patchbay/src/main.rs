@@ -347,7 +347,12 @@ async fn serve(config: config::ServeConfig) -> anyhow::Result<()> {
     tracing::info!(database = %config.database.describe(), integrations = registry.integrations().len(), bundles = registry.bundles().len(), "database and vault ready");
     let services = Services::new(store.clone(), registry, keys, Arc::new(SystemClock));
     services.set_action_limits(config.action_limits);
-    services.set_native_network(&connector_http(&config.connectors));
+    services.set_native_network(
+        &connector_http(&config.connectors),
+        &patchbay_runtime::native::NativeOptions {
+            airbyte_programs: config.connectors.airbyte_programs.clone(),
+        },
+    );
     services.register_components(components);
     if config.bootstrap_token
         && let Some(token) = services.bootstrap_admin_token().await?
@@ -534,12 +539,17 @@ async fn rotate_keys(
 
 async fn sync_run(args: sync_cli::RunArgs) -> anyhow::Result<()> {
     let services = open_for_admin(&args.data).await?;
-    services.set_native_network(&patchbay_runtime::HttpClient::new(
-        patchbay_runtime::HttpPolicy {
+    services.set_native_network(
+        &patchbay_runtime::HttpClient::new(patchbay_runtime::HttpPolicy {
             allow_private: args.allow_private_network,
             ..patchbay_runtime::HttpPolicy::default()
+        }),
+        &patchbay_runtime::native::NativeOptions {
+            airbyte_programs: patchbay_runtime::native::AirbytePrograms::from_list(
+                &args.airbyte_sources,
+            ),
         },
-    ));
+    );
     if sync_cli::run(services, args).await? {
         Ok(())
     } else {

@@ -39,6 +39,10 @@ pub(crate) struct RunArgs {
     /// (as `patchbay serve --connector-allow-private-network`).
     #[arg(long = "connector-allow-private-network")]
     pub(crate) allow_private_network: bool,
+    /// A program the Airbyte source connector may run (as `patchbay serve
+    /// --airbyte-source`); repeatable.
+    #[arg(long = "airbyte-source", value_name = "PROGRAM")]
+    pub(crate) airbyte_sources: Vec<String>,
 }
 
 /// The caller the command acts as: the operator at the command line, in one
