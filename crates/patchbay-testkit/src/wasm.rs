@@ -6,9 +6,17 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
-/// The workspace's root folder.
+/// The workspace's root folder: the nearest folder above the working
+/// directory (a test's package folder) that holds `Cargo.lock` — found at run
+/// time, not with `env!`, which names the checkout the build was made in.
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    let here = std::env::current_dir().expect("a working directory");
+    here.ancestors()
+        .find(|d| d.join("Cargo.lock").is_file())
+        .map_or_else(
+            || Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."),
+            Path::to_path_buf,
+        )
 }
 
 /// Where guests are built: beside the host's build, in its own folder.

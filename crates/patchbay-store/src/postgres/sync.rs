@@ -16,6 +16,13 @@ use crate::sql::{from_ts, ts};
 use crate::sync::*;
 use crate::{Result, StoreError};
 
+/// A local id for each record of the batch, used if it is created (made
+/// here, not by the database: a batch's ids cost the server nothing).
+fn local_ids(b: &SyncBatch) -> Vec<String> {
+    let mut ids = LocalIds::new(b.now);
+    b.records.iter().map(|_| ids.next().to_owned()).collect()
+}
+
 /// Locks the stream's row: batches of a stream commit one at a time.
 const LOCK_CURSOR: &str = "SELECT id, cursor, last_seq, entity_type FROM sync_cursors
     WHERE tenant_id = $1 AND organization_id = $2 AND integration_id = $3 AND stream = $4
@@ -40,16 +47,15 @@ const CREATE_CURSOR: &str = "INSERT INTO sync_cursors (tenant_id, organization_i
 ///
 /// `$6` is the stream's `last_seq` read under the lock; changed records
 /// take `$6 + 1 …` in the batch's order (`ord`). A created record's local
-/// id is `rec_` and a UUID v7 in simple form: the batch's millisecond, the
-/// version nibble, then the random bits (variant included) of
-/// `gen_random_uuid()` past its own version nibble. Created records are
+/// id is its entry of `$19`, made by the caller as on SQLite (`rec_` and a
+/// UUID v7 of the batch's millisecond; see `LocalIds`). Created records are
 /// their own id mappings; only under another entity type than the
 /// stream's (`$18` not NULL) is a mapping row written. The run is updated
 /// only while `running`: no row (`cancel_requested` NULL) and the caller
 /// rolls the transaction back.
 const COMMIT_RECORDS: &str = "WITH u AS (
-    SELECT * FROM UNNEST($2::text[], $3::text[], $4::bytea[], $5::bool[])
-      WITH ORDINALITY AS u(external_id, data, hash, deleted, ord)
+    SELECT * FROM UNNEST($2::text[], $3::text[], $4::bytea[], $5::bool[], $19::text[])
+      WITH ORDINALITY AS u(external_id, data, hash, deleted, new_id, ord)
   ), looked AS (
     SELECT u.*, s.hash AS stored_hash, s.deleted AS stored_deleted, s.hash IS NOT NULL AS stored
     FROM u LEFT JOIN LATERAL (
@@ -60,10 +66,7 @@ const COMMIT_RECORDS: &str = "WITH u AS (
   ), changed AS (
     SELECT external_id, data, hash, deleted, stored,
       $6::bigint + row_number() OVER (ORDER BY ord) AS seq,
-      CASE WHEN stored THEN '' ELSE
-        'rec_' || lpad(to_hex($8::bigint / 1000), 12, '0') || '7'
-          || substr(replace(gen_random_uuid()::text, '-', ''), 14, 19)
-      END AS local_id
+      CASE WHEN stored THEN '' ELSE new_id END AS local_id
     FROM looked
     WHERE CASE WHEN stored THEN stored_hash <> hash OR stored_deleted <> deleted
                ELSE NOT deleted END
@@ -361,6 +364,8 @@ impl SyncStore for PgStore {
 
     async fn commit_sync_batch(&self, b: SyncBatch) -> Result<BatchOutcome> {
         check_batch(&b)?;
+        // Made before the transaction: the database does no id work.
+        let new_ids = local_ids(&b);
         let mut tx = self.pool.begin().await?;
         let stream = lock_cursor(&mut tx, &b).await?;
         if stream.cursor.as_deref() != b.from_cursor.as_deref() {
@@ -404,6 +409,7 @@ impl SyncStore for PgStore {
             .bind(b.integration_id.as_str())
             .bind(b.stream.as_str())
             .bind(other_type)
+            .bind(&new_ids)
             .fetch_one(&mut *tx)
             .await?;
         let created: i64 = row.try_get(0)?;

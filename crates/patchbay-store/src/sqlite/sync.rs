@@ -114,49 +114,6 @@ fn record_mapping(stream_id: i64, r: &Row<'_>) -> rusqlite::Result<RecordMapping
     })
 }
 
-/// Local ids for a batch's created records: `rec_` and a UUID v7 in simple
-/// form, of the batch's millisecond. The random bits come from `SplitMix64`
-/// seeded once per batch from the system's generator (a UUID v4): one
-/// system call per batch instead of one per record. Local ids are names,
-/// not secrets: what matters is that they do not repeat, and with 74 bits
-/// of a well-mixed sequence a repeat is as unlikely as for any UUID v7.
-struct LocalIds {
-    millis: u64,
-    state: u64,
-    buf: [u8; 36],
-}
-
-impl LocalIds {
-    fn new(now: Timestamp) -> LocalIds {
-        let (high, low) = uuid::Uuid::new_v4().as_u64_pair();
-        let mut buf = [0_u8; 36];
-        buf[..4].copy_from_slice(b"rec_");
-        LocalIds {
-            millis: u64::try_from(now.as_micros() / 1000).unwrap_or(0),
-            state: high ^ low,
-            buf,
-        }
-    }
-
-    fn splitmix(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn next(&mut self) -> &str {
-        let (a, b) = (self.splitmix(), self.splitmix());
-        let mut random = [0_u8; 10];
-        random[..8].copy_from_slice(&a.to_be_bytes());
-        random[8..].copy_from_slice(&b.to_be_bytes()[..2]);
-        let id = uuid::Builder::from_unix_timestamp_millis(self.millis, &random).into_uuid();
-        let _ = id.simple().encode_lower(&mut self.buf[4..]);
-        std::str::from_utf8(&self.buf).unwrap_or_default()
-    }
-}
-
 /// Commits one batch on the writer (see the module documentation of `sync`).
 fn commit_batch(conn: &mut Connection, b: &SyncBatch) -> Result<BatchOutcome> {
     let tx = conn
