@@ -32,7 +32,7 @@ use crate::{Baseline, Figure};
 /// Records imported per run.
 const RECORDS: usize = 1_000_000;
 /// Records per batch of the baseline (the file connector's batch size).
-const BATCH: usize = 1_000;
+const BATCH: usize = patchbay_runtime::native::FILE_BATCH;
 
 fn record(n: usize) -> String {
     json!({

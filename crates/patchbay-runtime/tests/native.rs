@@ -147,10 +147,10 @@ async fn file_sync_reads_json_lines_in_batches_and_resumes_from_the_cursor() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("products.jsonl");
     let mut text = String::new();
-    for n in 0..2_500 {
+    for n in 0..12_500 {
         text.push_str(&format!("{{\"id\":{n},\"sku\":\"SKU-{n}\"}}\n"));
     }
-    text.push_str("{\"id\":2500"); // a line still being written
+    text.push_str("{\"id\":12500"); // a line still being written
     std::fs::write(&file, &text).unwrap();
     let c = ctx(
         "sync_files",
@@ -172,11 +172,11 @@ async fn file_sync_reads_json_lines_in_batches_and_resumes_from_the_cursor() {
         cursor = batch.next_cursor;
     }
     assert_eq!(batches, 3);
-    assert_eq!(ids, (0..2_500).collect::<Vec<i64>>());
+    assert_eq!(ids, (0..12_500).collect::<Vec<i64>>());
     // The unfinished line is read once it is complete.
-    std::fs::write(&file, format!("{text},\"sku\":\"SKU-2500\"}}\n")).unwrap();
+    std::fs::write(&file, format!("{text},\"sku\":\"SKU-12500\"}}\n")).unwrap();
     let more = f.read(&c, "records", cursor.as_deref()).await.unwrap();
-    assert_eq!(more.records, [json!({ "id": 2500, "sku": "SKU-2500" })]);
+    assert_eq!(more.records, [json!({ "id": 12500, "sku": "SKU-12500" })]);
     // Bad input says what is wrong.
     let err = f.read(&c, "records", Some("nope")).await.unwrap_err();
     assert_eq!(
@@ -315,7 +315,7 @@ async fn file_sync_resumes_csv_from_its_cursor() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("orders.csv");
     let mut text = String::from("id,total\n");
-    for n in 0..2_500 {
+    for n in 0..12_500 {
         text.push_str(&format!("{n},\"{n}.00\"\n"));
     }
     std::fs::write(&file, &text).unwrap();
@@ -332,21 +332,21 @@ async fn file_sync_resumes_csv_from_its_cursor() {
         .chain(&rest)
         .map(|r| r["id"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(ids, (0..2_500).map(|n| n.to_string()).collect::<Vec<_>>());
+    assert_eq!(ids, (0..12_500).map(|n| n.to_string()).collect::<Vec<_>>());
     // Nothing new: an empty batch and no cursor.
     let again = f.read(&c, "records", cursor.as_deref()).await.unwrap();
     assert_eq!((again.records.len(), again.next_cursor), (0, None));
 
     // Appended rows, the last one without its line break yet: the header is
     // read again, only the new complete rows come.
-    text.push_str("2500,\"1,5\"\n2501,7");
+    text.push_str("12500,\"1,5\"\n12501,7");
     std::fs::write(&file, &text).unwrap();
     let (new, _, cursor2) = read_all(&c, cursor.clone()).await;
-    assert_eq!(new, [json!({ "id": "2500", "total": "1,5" })]);
+    assert_eq!(new, [json!({ "id": "12500", "total": "1,5" })]);
     // Once the file has settled, the last row counts as complete.
     settle(&file);
     let (last, _, cursor3) = read_all(&c, cursor2.clone()).await;
-    assert_eq!(last, [json!({ "id": "2501", "total": "7" })]);
+    assert_eq!(last, [json!({ "id": "12501", "total": "7" })]);
     assert_ne!(cursor3, cursor2);
     // A plain offset (no fingerprint) is accepted too.
     let plain = cursor.unwrap().split(':').next().unwrap().to_owned();

@@ -392,6 +392,19 @@ async fn read_and_map(
         Ok(b) => b,
         Err(e) => return Ok(Err(e)),
     };
+    // Mapping, serializing and hashing thousands of records is CPU work with
+    // no await in it: on the blocking pool, so the runtime's workers stay
+    // free to drive the database connection committing the previous batch.
+    match tokio::task::spawn_blocking(move || map_batch(batch, &mapping)).await {
+        Ok(prepared) => Ok(Ok(prepared)),
+        Err(e) => Ok(Err(ConnectorError::transient(format!(
+            "mapping the batch failed: {e}"
+        )))),
+    }
+}
+
+/// Maps a read batch (see [`read_and_map`]).
+fn map_batch(batch: patchbay_runtime::Batch, mapping: &FieldMapping) -> Prepared {
     let exhausted =
         batch.next_cursor.is_none() || (batch.records.is_empty() && batch.failures.is_empty());
     let read_records = batch.records.len();
@@ -431,14 +444,14 @@ async fn read_and_map(
             }
         }
     }
-    Ok(Ok(Prepared {
+    Prepared {
         duplicates: read_records - records.len() - mapping_failures,
         records,
         failures,
         next_cursor: batch.next_cursor,
         total: batch.total,
         exhausted,
-    }))
+    }
 }
 
 impl Drop for Prefetch {

@@ -65,7 +65,7 @@ use crate::contract::{
 pub struct FileSync;
 
 /// Records (and failures) per batch.
-pub const BATCH: usize = 1_000;
+pub const BATCH: usize = 5_000;
 /// A longer record is a failure (and is not held in memory).
 pub const MAX_RECORD_BYTES: usize = 8 << 20;
 /// A batch ends after the record that crosses this many bytes of the file.
