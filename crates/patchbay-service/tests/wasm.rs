@@ -1,7 +1,8 @@
 //! WebAssembly connectors loaded from a connectors folder, called through
 //! the services: each tenant's call carries only that tenant's credentials,
 //! the connector's log lines reach the operation log redacted, a stream is
-//! read batch by batch, and the health check runs the component's `check`.
+//! read batch by batch, the health check runs the component's `check`, and
+//! an export is written through the component's `write` by the workers.
 
 mod common;
 
@@ -18,6 +19,11 @@ use serde_json::{Value, json};
 
 /// The harness's services with `wasm_echo` added from a connectors folder.
 fn with_echo(h: &Harness) -> tempfile::TempDir {
+    echo_on(&h.services)
+}
+
+/// `services` with `wasm_echo` added from a connectors folder.
+fn echo_on(services: &patchbay_service::Services) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     patchbay_testkit::wasm::echo_connector_dir(dir.path(), "deadline_secs = 120\n");
 
@@ -52,17 +58,21 @@ fn with_echo(h: &Harness) -> tempfile::TempDir {
     // The manifest asks 120 s; the operator allows 300 ms.
     assert!(loaded[0].0.clamped);
     assert_eq!(loaded[0].0.deadline, Duration::from_millis(300));
-    h.services.set_registry(registry);
-    h.services.register_components(loaded);
+    services.set_registry(registry);
+    services.register_components(loaded);
     dir
 }
 
 async fn enable(h: &Harness, caller: &Caller, token: &str) {
-    h.services
+    enable_on(&h.services, caller, token).await;
+}
+
+async fn enable_on(services: &patchbay_service::Services, caller: &Caller, token: &str) {
+    services
         .save_credentials(caller, "wasm_echo", common::map(json!({ "token": token })))
         .await
         .unwrap();
-    h.services
+    services
         .set_state(
             caller,
             "wasm_echo",
@@ -223,3 +233,59 @@ on_both!(
     a_stream_is_read_batch_by_batch,
     the_operators_deadline_stops_a_spinning_connector,
 );
+
+async fn an_export_is_written_by_a_webassembly_connector(h: common::Live) {
+    let _dir = echo_on(&h.services);
+    enable_on(&h.services, &h.a, "tok").await;
+    // 700 records; every 100th has no `n`, which the component refuses.
+    let records = (0..700)
+        .map(|i| patchbay_service::sync::ExportRecordIn {
+            id: format!("h{i}"),
+            data: if i % 100 == 0 {
+                json!({ "m": i })
+            } else {
+                json!({ "n": i })
+            },
+        })
+        .collect();
+    let run = h
+        .services
+        .start_export(
+            &h.a,
+            "wasm_echo",
+            patchbay_service::sync::ExportIn {
+                stream: "numbers".into(),
+                records,
+            },
+        )
+        .await
+        .unwrap();
+    let workers = patchbay_service::worker::Workers::start(
+        h.services.clone(),
+        patchbay_service::worker::WorkerConfig {
+            poll: Duration::from_millis(20),
+            schedules: false,
+            ..patchbay_service::worker::WorkerConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let done = loop {
+        let now = h.services.sync_run(&h.a, run.id).await.unwrap();
+        if !now.status.is_active() {
+            break now;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        done.status,
+        patchbay_store::SyncStatus::Succeeded,
+        "{done:?}"
+    );
+    assert_eq!(done.counters.processed, 700, "{done:?}");
+    assert_eq!(done.counters.failed, 7, "{done:?}");
+    assert_eq!(done.counters.updated, 693, "{done:?}");
+    workers.shutdown(Duration::from_secs(5)).await;
+}
+
+live_on_both!(an_export_is_written_by_a_webassembly_connector);

@@ -111,7 +111,7 @@ kind = "wasm"
 component = "echo.wasm"
 {runtime_extra}
 [integration.capabilities]
-direction = "inbound"
+direction = "bidirectional"
 streams = ["numbers"]
 actions = ["echo", "log", "credentials", "spin"]
 
