@@ -181,9 +181,51 @@ pub(crate) fn state_out(reg: &Registry, id: &str, rec: Option<&StateRecord>) -> 
 #[derive(Debug)]
 pub struct IntegrationList {
     registry: Arc<Registry>,
+    /// Each integration's JSON without its closing brace, by registry index.
+    prefixes: Arc<Vec<String>>,
     items: Vec<usize>,
     bundles: Vec<usize>,
     states: HashMap<String, StateRecord>,
+}
+
+/// Each integration of a registry as JSON without its closing brace — the
+/// static part of a list entry, to which the tenant's `state` is appended.
+/// Built once per registry (the catalog changes rarely; listing it is the
+/// API's hottest read): a list then copies bytes instead of serializing
+/// every field of a thousand manifests.
+#[derive(Debug, Default)]
+pub(crate) struct CatalogJson {
+    cached: std::sync::Mutex<Option<CachedCatalog>>,
+}
+
+/// The registry the entries were made from, and the entries.
+type CachedCatalog = (std::sync::Weak<Registry>, Arc<Vec<String>>);
+
+impl CatalogJson {
+    fn prefixes(&self, registry: &Arc<Registry>) -> Arc<Vec<String>> {
+        let mut cached = self
+            .cached
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((of, prefixes)) = cached.as_ref()
+            && std::ptr::eq(of.as_ptr(), Arc::as_ptr(registry))
+        {
+            return prefixes.clone();
+        }
+        let prefixes: Arc<Vec<String>> = Arc::new(
+            registry
+                .integrations()
+                .iter()
+                .map(|i| {
+                    let mut json = serde_json::to_string(i).unwrap_or_else(|_| "{".to_owned());
+                    json.pop();
+                    json
+                })
+                .collect(),
+        );
+        *cached = Some((Arc::downgrade(registry), prefixes.clone()));
+        prefixes
+    }
 }
 
 struct Item<'a> {
@@ -394,12 +436,33 @@ impl Serialize for IntegrationList {
             fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 let l = self.0;
                 let mut seq = s.serialize_seq(Some(l.items.len()))?;
+                let mut entry = String::new();
                 for &n in &l.items {
                     let i = &l.registry.integrations()[n];
-                    seq.serialize_element(&Item {
-                        integration: i,
-                        state: state_out(&l.registry, &i.id, l.states.get(&i.id)),
-                    })?;
+                    let state = state_out(&l.registry, &i.id, l.states.get(&i.id));
+                    match l.prefixes.get(n) {
+                        // The cached fields, then `state`: the same JSON as `Item`.
+                        Some(prefix) if prefix.len() > 1 => {
+                            entry.clear();
+                            entry.push_str(prefix);
+                            entry.push_str(",\"state\":");
+                            entry.push_str(
+                                &serde_json::to_string(&state)
+                                    .map_err(serde::ser::Error::custom)?,
+                            );
+                            entry.push('}');
+                            let raw = serde_json::value::RawValue::from_string(std::mem::take(
+                                &mut entry,
+                            ))
+                            .map_err(serde::ser::Error::custom)?;
+                            seq.serialize_element(&raw)?;
+                            entry = String::from(Box::<str>::from(raw));
+                        }
+                        _ => seq.serialize_element(&Item {
+                            integration: i,
+                            state,
+                        })?,
+                    }
                 }
                 seq.end()
             }
@@ -534,6 +597,7 @@ impl Services {
         drop(index);
         drop(bundle_index);
         Ok(IntegrationList {
+            prefixes: self.inner.catalog_json.prefixes(&registry),
             registry,
             items,
             bundles,
@@ -1120,5 +1184,37 @@ mod tests {
             .unwrap();
             assert_eq!(item, flat, "{}", i.id);
         }
+    }
+
+    #[test]
+    fn the_list_splices_cached_entries_into_the_same_json() {
+        let reg = Arc::new(patchbay_connectors::builtin_registry().unwrap());
+        let cache = CatalogJson::default();
+        let prefixes = cache.prefixes(&reg);
+        // The same registry: the same cached entries, not rebuilt.
+        assert!(Arc::ptr_eq(&prefixes, &cache.prefixes(&reg)));
+        let n = reg.integrations().len();
+        let list = IntegrationList {
+            registry: reg.clone(),
+            prefixes,
+            items: (0..n).collect(),
+            bundles: Vec::new(),
+            states: HashMap::new(),
+        };
+        let spliced: serde_json::Value =
+            serde_json::from_str(&serde_json::to_string(&list).unwrap()).unwrap();
+        let items = spliced["items"].as_array().unwrap();
+        assert_eq!(items.len(), n);
+        for (i, item) in reg.integrations().iter().zip(items) {
+            let expected = serde_json::to_value(&Item {
+                integration: i,
+                state: state_out(&reg, &i.id, None),
+            })
+            .unwrap();
+            assert_eq!(item, &expected, "{}", i.id);
+        }
+        // Another registry: rebuilt.
+        let other = Arc::new(patchbay_connectors::builtin_registry().unwrap());
+        assert!(!Arc::ptr_eq(&cache.prefixes(&reg), &cache.prefixes(&other)));
     }
 }

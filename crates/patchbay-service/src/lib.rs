@@ -95,6 +95,8 @@ struct Inner {
     gate: limits::ActionGate,
     /// Actions' usage counts, flushed to the store about once a second.
     usage: usage::UsageMeter,
+    /// The catalog's entries as JSON, cached per registry.
+    catalog_json: integrations::CatalogJson,
 }
 
 impl Services {
@@ -122,6 +124,7 @@ impl Services {
                 natives: RwLock::new(Arc::new(patchbay_runtime::NativeConnectors::builtin())),
                 gate: limits::ActionGate::default(),
                 usage,
+                catalog_json: integrations::CatalogJson::default(),
             }),
         }
     }
