@@ -8,12 +8,15 @@
 //!   manifest says, and checks that Patchbay's host can load it ([`component`]).
 //! * `test` runs the recorded cases of `fixtures/` against the component, with
 //!   a local fixture server answering its HTTP requests ([`fixtures`]).
+//! * `pack`, `keygen`, `sign` and `verify` make and check connector packages
+//!   (`patchbay-package`; [`package`]).
 //!
 //! Failures are one line on standard error: exit 2 for bad usage (unknown
 //! id, category or hub, a folder that is not a connector), 1 for the rest.
 
 mod component;
 mod fixtures;
+mod package;
 mod scaffold;
 
 use std::path::{Path, PathBuf};
@@ -61,6 +64,49 @@ pub(crate) enum ConnectorCommand {
         #[arg(long)]
         locked: bool,
     },
+    /// Pack a connector folder (patchbay.toml, the components it names,
+    /// README.md, LICENSE, icon.svg/icon.png) into one package file.
+    Pack {
+        /// The connector's folder (holding patchbay.toml).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// The package file (default: ./<id>-<version>.pbpkg).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The publisher name recorded in the package (default: the manifest's `author`).
+        #[arg(long)]
+        publisher: Option<String>,
+    },
+    /// Create a publisher's ed25519 signing key (written with mode 0600)
+    /// and print its public key.
+    Keygen {
+        /// The secret key file to create; an existing file is never overwritten.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Sign a package with a publisher's key (replacing any signature).
+    Sign {
+        /// The package file.
+        package: PathBuf,
+        /// The secret key file (from `patchbay connector keygen`).
+        #[arg(long)]
+        key: PathBuf,
+        /// Refuse unless the package names this publisher.
+        #[arg(long)]
+        publisher: Option<String>,
+        /// Where to write the signed package (default: in place).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Check a package's signature, digests, WIT version and manifest, and
+    /// print what it is.
+    Verify {
+        /// The package file.
+        package: PathBuf,
+        /// A trusted publisher key, `<publisher>=<public key base64>`; repeatable.
+        #[arg(long = "trust", value_name = "PUBLISHER=KEY")]
+        trust: Vec<String>,
+    },
 }
 
 /// Why a command stopped, and its exit status.
@@ -97,6 +143,21 @@ pub(crate) fn run(command: ConnectorCommand) -> ExitCode {
         }),
         ConnectorCommand::Test { dir, locked } => {
             ConnectorDir::open(&dir).and_then(|c| fixtures::run(&c, locked))
+        }
+        ConnectorCommand::Pack {
+            dir,
+            out,
+            publisher,
+        } => package::pack(&dir, out.as_deref(), publisher).map(|()| true),
+        ConnectorCommand::Keygen { out } => package::keygen(&out).map(|()| true),
+        ConnectorCommand::Sign {
+            package,
+            key,
+            publisher,
+            out,
+        } => package::sign(&package, &key, publisher.as_deref(), out.as_deref()).map(|()| true),
+        ConnectorCommand::Verify { package, trust } => {
+            package::verify(&package, &trust).map(|()| true)
         }
     };
     match outcome {

@@ -3,7 +3,8 @@
 //! `cargo test`, builds into a component Patchbay's host loads, and passes
 //! its recorded cases; a wrong expectation fails with a readable diff; bad
 //! ids, categories and hubs are one line and exit 2; the example connector
-//! (`connectors-wasm/notification_postmark`) passes its fixtures.
+//! (`connectors-wasm/notification_postmark`) passes its fixtures; `keygen`,
+//! `pack`, `sign` and `verify` make a package only its publisher's key verifies.
 //!
 //! Guests are built into `$CARGO_TARGET_DIR/wasm-guests`, shared with the
 //! sandbox tests, so dependencies are compiled once; the scaffold is built
@@ -445,4 +446,107 @@ fn unchanged_scaffolds_run_inside_serve_check_read_and_invoke() {
         "{batch}"
     );
     assert_eq!(batch["nextCursor"], "2", "{batch}");
+}
+
+/// `keygen`, `pack`, `sign` and `verify` on the example connector's manifest
+/// and README (with stand-in component bytes: packing does not load them):
+/// the package verifies with the printed public key and is refused, in one
+/// line and exit 1, with another publisher's key.
+#[test]
+fn a_packed_and_signed_connector_verifies_only_with_its_publishers_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let example = workspace_root().join("connectors-wasm/notification_postmark");
+    let dir = tmp.path().join("postmark");
+    std::fs::create_dir_all(dir.join("dist")).unwrap();
+    for file in ["patchbay.toml", "README.md"] {
+        std::fs::copy(example.join(file), dir.join(file)).unwrap();
+    }
+    std::fs::write(
+        dir.join("dist/notification_postmark.wasm"),
+        b"\0asm stand-in",
+    )
+    .unwrap();
+
+    let keygen = |file: &str| {
+        let out = connector(&["keygen", "--out", file], tmp.path());
+        assert_success("connector keygen", &out);
+        stdout(&out)
+            .lines()
+            .find_map(|l| l.strip_prefix("public key: "))
+            .expect("the public key is printed")
+            .to_owned()
+    };
+    let public = keygen("publisher.key");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(tmp.path().join("publisher.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let again = connector(&["keygen", "--out", "publisher.key"], tmp.path());
+    assert_eq!(again.status.code(), Some(2));
+    assert!(error_line(&again).contains("is never overwritten"));
+
+    let packed = connector(&["pack", "postmark", "--out", "postmark.pbpkg"], tmp.path());
+    assert_success("connector pack", &packed);
+    let text = stdout(&packed);
+    assert!(
+        text.contains("packed patchbay-connector-notification-postmark 0.1.0 (publisher Patchbay) into postmark.pbpkg"),
+        "{text}"
+    );
+    let digest = text
+        .lines()
+        .find_map(|l| l.strip_prefix("digest: "))
+        .expect("the digest is printed")
+        .to_owned();
+
+    let signed = connector(
+        &[
+            "sign",
+            "postmark.pbpkg",
+            "--key",
+            "publisher.key",
+            "--publisher",
+            "Patchbay",
+        ],
+        tmp.path(),
+    );
+    assert_success("connector sign", &signed);
+
+    let trust = format!("Patchbay={public}");
+    let verified = connector(&["verify", "postmark.pbpkg", "--trust", &trust], tmp.path());
+    assert_success("connector verify", &verified);
+    let text = stdout(&verified);
+    for line in [
+        "id: patchbay-connector-notification-postmark\n".to_owned(),
+        "version: 0.1.0\n".to_owned(),
+        "publisher: Patchbay\n".to_owned(),
+        format!("key: {public}\n"),
+        "wit: patchbay:connector@0.1.0\n".to_owned(),
+        format!("digest: {digest}\n"),
+    ] {
+        assert!(text.contains(&line), "{line:?} missing from:\n{text}");
+    }
+
+    let other = keygen("other.key");
+    let refused = connector(
+        &[
+            "verify",
+            "postmark.pbpkg",
+            "--trust",
+            &format!("Patchbay={other}"),
+        ],
+        tmp.path(),
+    );
+    assert_eq!(refused.status.code(), Some(1));
+    assert_eq!(
+        error_line(&refused),
+        format!(
+            "patchbay: postmark.pbpkg is refused: the package is signed by key {public}, which is not a trusted publisher key"
+        )
+    );
+    assert!(stdout(&refused).is_empty());
 }
