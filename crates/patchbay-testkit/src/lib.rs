@@ -162,7 +162,7 @@ impl PgCluster {
             let script = r#"
                 "$1/postgres" -D "$2/data" -p "$3" -k "$2" -c listen_addresses=127.0.0.1 -c fsync=off \
                   -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 \
-                  -c shared_buffers=64MB >"$2/postgres.log" 2>&1 &
+                  -c shared_buffers=256MB >"$2/postgres.log" 2>&1 &
                 pid=$!
                 read -r _ignored
                 kill -INT "$pid" 2>/dev/null
