@@ -93,11 +93,18 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
                 "send the body as application/json",
             ));
         }
+        let limit = req
+            .extensions()
+            .get::<crate::BodyLimit>()
+            .map_or(crate::BODY_LIMIT, |l| l.0);
         let bytes = axum::body::Bytes::from_request(req, state)
             .await
             .map_err(|e| {
                 if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::new("payload_too_large", "the body exceeds 64 KiB")
+                    ApiError::new(
+                        "payload_too_large",
+                        format!("the body exceeds {}", crate::limit_text(limit)),
+                    )
                 } else {
                     ApiError::new("invalid_json", "the body could not be read")
                 }

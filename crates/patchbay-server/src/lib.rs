@@ -33,6 +33,46 @@ use crate::error::ApiError;
 /// The largest request body accepted.
 pub const BODY_LIMIT: usize = 64 * 1024;
 
+/// A route's own body limit (see [`routes::Route::body_limit`]), for the
+/// extractors' messages.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BodyLimit(pub(crate) usize);
+
+/// The human size of a body limit: `64 KiB`, `16 MiB`.
+pub(crate) fn limit_text(limit: usize) -> String {
+    if limit >= 1 << 20 && limit.is_multiple_of(1 << 20) {
+        format!("{} MiB", limit >> 20)
+    } else {
+        format!("{} KiB", limit >> 10)
+    }
+}
+
+/// A route with its own body limit refuses a request whose declared
+/// `Content-Length` exceeds it before reading a byte of the body (413
+/// `payload_too_large`: a client sending `Expect: 100-continue` is told
+/// before it sends), and tells the extractors the limit.
+pub(crate) async fn limit_body(
+    axum::extract::State(limit): axum::extract::State<usize>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    use axum::response::IntoResponse as _;
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return ApiError::new(
+            "payload_too_large",
+            format!("the body exceeds {}", limit_text(limit)),
+        )
+        .into_response();
+    }
+    req.extensions_mut().insert(BodyLimit(limit));
+    next.run(req).await
+}
+
 /// How long `POST /api/integrations/{id}/health` waits for the check by
 /// default before answering 202 with the job to poll.
 pub const DEFAULT_HEALTH_WAIT: Duration = Duration::from_secs(3);

@@ -174,7 +174,12 @@ pub fn router() -> axum::Router<AppState> {
         r.route(
             route.path,
             match route.body_limit {
-                Some(limit) => handler.layer(axum::extract::DefaultBodyLimit::max(limit)),
+                Some(limit) => handler
+                    .layer(axum::extract::DefaultBodyLimit::max(limit))
+                    .layer(axum::middleware::from_fn_with_state(
+                        limit,
+                        crate::limit_body,
+                    )),
                 None => handler,
             },
         )

@@ -363,9 +363,26 @@ fn an_export_is_accepted_past_the_usual_body_limit_and_written(db: Db) {
         &json!({ "stream": "products", "records": [{ "id": "a", "data": {} }] }),
     );
     assert_problem(&bad, 409, "sync_export_unsupported");
-    let too_big = json!({ "stream": "records", "records": [{ "id": "a", "data": { "blob": "x".repeat(17 << 20) } }] });
-    let bad = s.post("/api/sync/sync_files/export", &token, &too_big);
-    assert_problem(&bad, 413, "payload_too_large");
+    // Over 16 MiB: refused from its Content-Length, before the body is
+    // read. Sent by hand with `Expect: 100-continue` and no body: a client
+    // writing all 17 MiB races the server's answer and close.
+    {
+        use std::io::{Read as _, Write as _};
+        let mut conn = std::net::TcpStream::connect(s.addr).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let head = format!(
+            "POST /api/sync/sync_files/export HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
+            17 << 20
+        );
+        conn.write_all(head.as_bytes()).unwrap();
+        let mut answer = Vec::new();
+        let _ = conn.read_to_end(&mut answer);
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+        assert!(answer.contains("payload_too_large"), "{answer}");
+        assert!(answer.contains("the body exceeds 16 MiB"), "{answer}");
+    }
     let runs = s.get("/api/sync/runs", &token);
     assert_eq!(runs.json["items"].as_array().unwrap().len(), 1);
     s.runtime.block_on(workers.shutdown(Duration::from_secs(5)));
