@@ -286,6 +286,18 @@ fn parse_mapping(text: &str) -> Result<FieldMapping> {
     })
 }
 
+/// A store error creating a run, with the store's one-active-run refusal
+/// as 409 `sync_run_active`.
+fn active_run(e: StoreError, id: &str, stream: &str) -> ServiceError {
+    match e {
+        StoreError::Conflict(_) => ServiceError::conflict(
+            "sync_run_active",
+            format!("a run of `{id}` stream `{stream}` is already queued or running"),
+        ),
+        other => other.into(),
+    }
+}
+
 /// The sync job of run `run_id`.
 pub(crate) fn sync_job(scope: &Scope, run_id: i64) -> JobSpec {
     let mut spec = JobSpec::new(
@@ -523,7 +535,7 @@ impl Services {
             let scope = caller.scope_with(Feature::IntegrationsManage)?;
             self.sync_target(id, &input.stream)?;
             self.enabled_state(scope, id, "syncing it").await?;
-            let run = match self
+            let run = self
                 .store()
                 .create_sync_run(
                     NewSyncRun {
@@ -535,27 +547,8 @@ impl Services {
                     self.now(),
                 )
                 .await
-            {
-                Ok(run) => run,
-                Err(StoreError::Conflict(_)) => {
-                    return Err(ServiceError::conflict(
-                        "sync_run_active",
-                        format!(
-                            "a run of `{id}` stream `{}` is already queued or running",
-                            input.stream
-                        ),
-                    ));
-                }
-                Err(e) => return Err(e.into()),
-            };
-            let job = self.enqueue(vec![sync_job(scope, run.id)]).await?;
-            let job_id = job.first().map(|j| j.id());
-            if let Some(job_id) = job_id {
-                self.store().set_sync_run_job(scope, run.id, job_id).await?;
-            }
-            let mut out = SyncRunOut::from(run);
-            out.job_id = job_id;
-            Ok(out)
+                .map_err(|e| active_run(e, id, &input.stream))?;
+            self.queue_run(scope, run).await
         })
         .await
     }
@@ -584,7 +577,7 @@ impl Services {
             }
             self.enabled_state(scope, id, "exporting through it")
                 .await?;
-            let run = match self
+            let run = self
                 .store()
                 .create_export_run(
                     NewSyncRun {
@@ -597,29 +590,22 @@ impl Services {
                     self.now(),
                 )
                 .await
-            {
-                Ok(run) => run,
-                Err(StoreError::Conflict(_)) => {
-                    return Err(ServiceError::conflict(
-                        "sync_run_active",
-                        format!(
-                            "a run of `{id}` stream `{}` is already queued or running",
-                            input.stream
-                        ),
-                    ));
-                }
-                Err(e) => return Err(e.into()),
-            };
-            let job = self.enqueue(vec![sync_job(scope, run.id)]).await?;
-            let job_id = job.first().map(|j| j.id());
-            if let Some(job_id) = job_id {
-                self.store().set_sync_run_job(scope, run.id, job_id).await?;
-            }
-            let mut out = SyncRunOut::from(run);
-            out.job_id = job_id;
-            Ok(out)
+                .map_err(|e| active_run(e, id, &input.stream))?;
+            self.queue_run(scope, run).await
         })
         .await
+    }
+
+    /// Queues the job of a created run and records it on the run.
+    async fn queue_run(&self, scope: &Scope, run: SyncRunRecord) -> Result<SyncRunOut> {
+        let job = self.enqueue(vec![sync_job(scope, run.id)]).await?;
+        let job_id = job.first().map(|j| j.id());
+        if let Some(job_id) = job_id {
+            self.store().set_sync_run_job(scope, run.id, job_id).await?;
+        }
+        let mut out = SyncRunOut::from(run);
+        out.job_id = job_id;
+        Ok(out)
     }
 
     /// One run of the caller's scope.
@@ -968,6 +954,32 @@ impl Services {
             .await
     }
 
+    /// A connector's rate-limited answer: logs it and waits out its
+    /// retry-after (1 s when it gives none, [`MAX_RATE_LIMIT_WAIT`] at most).
+    async fn wait_out_rate_limit(
+        &self,
+        logger: &ScopedLogger,
+        run: &SyncRunRecord,
+        message: &str,
+        retry_after_ms: Option<u64>,
+    ) -> Result<()> {
+        let wait = retry_after_ms
+            .map_or(Duration::from_secs(1), Duration::from_millis)
+            .min(MAX_RATE_LIMIT_WAIT);
+        self.sync_log(
+            logger,
+            LogLevel::Warning,
+            run,
+            format!(
+                "the provider is rate limiting ({message}); waiting {} ms",
+                wait.as_millis()
+            ),
+        )
+        .await?;
+        tokio::time::sleep(wait).await;
+        Ok(())
+    }
+
     /// Finishes a run, logs it and emits `data_sync.run.completed`.
     async fn end_run(
         &self,
@@ -1131,20 +1143,8 @@ impl Services {
                     message,
                     retry_after_ms,
                 })) => {
-                    let wait = retry_after_ms
-                        .map_or(Duration::from_secs(1), Duration::from_millis)
-                        .min(MAX_RATE_LIMIT_WAIT);
-                    self.sync_log(
-                        logger,
-                        LogLevel::Warning,
-                        run,
-                        format!(
-                            "the provider is rate limiting ({message}); waiting {} ms",
-                            wait.as_millis()
-                        ),
-                    )
-                    .await?;
-                    tokio::time::sleep(wait).await;
+                    self.wait_out_rate_limit(logger, run, &message, retry_after_ms)
+                        .await?;
                     continue;
                 }
                 Ok(Err(e)) if e.is_retryable() => return Ok(Stop::Retry(e.to_string())),
@@ -1311,20 +1311,8 @@ impl Services {
                     message,
                     retry_after_ms,
                 })) => {
-                    let wait = retry_after_ms
-                        .map_or(Duration::from_secs(1), Duration::from_millis)
-                        .min(MAX_RATE_LIMIT_WAIT);
-                    self.sync_log(
-                        logger,
-                        LogLevel::Warning,
-                        run,
-                        format!(
-                            "the provider is rate limiting ({message}); waiting {} ms",
-                            wait.as_millis()
-                        ),
-                    )
-                    .await?;
-                    tokio::time::sleep(wait).await;
+                    self.wait_out_rate_limit(logger, run, &message, retry_after_ms)
+                        .await?;
                     continue;
                 }
                 Ok(Err(e)) if e.is_retryable() => return Ok(Stop::Retry(e.to_string())),
